@@ -1,0 +1,12 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    // Integration tests start real listeners and child processes; two cores are shared with them.
+    pool: "forks",
+    maxWorkers: 2,
+  },
+});
