@@ -1,0 +1,118 @@
+import { readFileSync } from "node:fs";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { runProxy } from "./commands/proxy.js";
+import { runPolicyCheck, runPolicyExplain } from "./commands/policy.js";
+import { runCa } from "./commands/ca.js";
+
+const USAGE = `usage:
+  sandbox-egress proxy   [--listen HOST:PORT] [--transparent HOST:PORT] [--admin HOST:PORT|unix:PATH]
+                         [--policy-file FILE] [--admin-token-file FILE] [--ca-dir DIR] [--upstream-ca FILE]
+                         [--hosts FILE] [--dns-server HOST:PORT] [--internal-allow CIDR]... [--sandbox-id ID]
+                         [--log-level LEVEL] [--connect-timeout MS] [--response-timeout MS] [--idle-timeout MS]
+                         [--header-timeout MS] [--max-connections N] [--max-header-size BYTES]
+  sandbox-egress policy check FILE
+  sandbox-egress policy explain FILE HOST[:PORT] [--hosts FILE] [--dns-server HOST:PORT] [--internal-allow CIDR]...
+  sandbox-egress ca init|show [--ca-dir DIR] [--force]`;
+
+export class UsageError extends Error {}
+
+/** Argument parsing only: each command lives in src/commands and returns an exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "proxy":
+        return await runProxy(parse(rest, PROXY_OPTIONS).values);
+      case "policy": {
+        const [sub, ...args] = rest;
+        if (sub === "check") {
+          const { positionals } = parse(args, {});
+          if (positionals.length !== 1) throw new UsageError("policy check takes exactly one FILE");
+          return await runPolicyCheck(positionals[0]!);
+        }
+        if (sub === "explain") {
+          const { values, positionals } = parse(args, EXPLAIN_OPTIONS);
+          if (positionals.length !== 2) throw new UsageError("policy explain takes FILE and HOST[:PORT]");
+          return await runPolicyExplain(positionals[0]!, positionals[1]!, values);
+        }
+        throw new UsageError(`unknown policy subcommand ${sub ?? "(none)"}; use check or explain`);
+      }
+      case "ca": {
+        const { values, positionals } = parse(rest, { "ca-dir": { type: "string" }, force: { type: "boolean" } });
+        if (positionals.length !== 1 || (positionals[0] !== "init" && positionals[0] !== "show")) {
+          throw new UsageError("ca takes init or show");
+        }
+        return await runCa(positionals[0], values);
+      }
+      case "help":
+      case "--help":
+      case "-h":
+        process.stdout.write(`${USAGE}\n`);
+        return 0;
+      default:
+        throw new UsageError(command ? `unknown command ${command}` : "no command given");
+    }
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      process.stderr.write(`sandbox-egress: ${(err as Error).message}\n${USAGE}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+function parse<O extends Options>(args: string[], options: O) {
+  return parseArgs({ args, options, allowPositionals: true, strict: true });
+}
+
+const RESOLUTION_OPTIONS = {
+  hosts: { type: "string" },
+  "dns-server": { type: "string" },
+  "internal-allow": { type: "string", multiple: true },
+  "upstream-ca": { type: "string" },
+} as const satisfies Options;
+
+const PROXY_OPTIONS = {
+  listen: { type: "string" },
+  transparent: { type: "string" },
+  admin: { type: "string" },
+  "policy-file": { type: "string" },
+  "admin-token-file": { type: "string" },
+  "ca-dir": { type: "string" },
+  "sandbox-id": { type: "string" },
+  "log-level": { type: "string" },
+  "connect-timeout": { type: "string" },
+  "response-timeout": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "header-timeout": { type: "string" },
+  "max-connections": { type: "string" },
+  "max-header-size": { type: "string" },
+  ...RESOLUTION_OPTIONS,
+} as const satisfies Options;
+
+const EXPLAIN_OPTIONS = {
+  hosts: { type: "string" },
+  "dns-server": { type: "string" },
+  "internal-allow": { type: "string", multiple: true },
+} as const satisfies Options;
+
+/** A secret from FILE (trailing newline dropped) or from an environment variable. */
+export function readSecret(file: string | undefined, envName: string): string | undefined {
+  if (file) {
+    const v = readFileSync(file, "utf8").replace(/\r?\n$/, "");
+    if (!v) throw new UsageError(`${file} is empty; put the token in it`);
+    return v;
+  }
+  const env = process.env[envName];
+  return env ? env : undefined;
+}
+
+/** A positive integer flag, with the flag's name in the error. */
+export function intFlag(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer, got ${JSON.stringify(value)}`);
+  return n;
+}

@@ -1,0 +1,100 @@
+import { AdminServer } from "../admin/server.js";
+import { isLocalListen } from "../admin/http-util.js";
+import { intFlag, readSecret, UsageError } from "../cli.js";
+import { parseCidr } from "../net/cidr.js";
+import { DEFAULT_LIMITS, type ProxyConfig } from "../proxy/config.js";
+import { EgressProxy } from "../proxy/server.js";
+import { PolicyInvalidError } from "../live/policy-store.js";
+import { installBrokering } from "../proxy/brokering.js";
+
+export interface ProxyFlags {
+  listen?: string;
+  transparent?: string;
+  admin?: string;
+  "policy-file"?: string;
+  "admin-token-file"?: string;
+  "ca-dir"?: string;
+  "upstream-ca"?: string;
+  hosts?: string;
+  "dns-server"?: string;
+  "internal-allow"?: string[];
+  "sandbox-id"?: string;
+  "log-level"?: string;
+  "connect-timeout"?: string;
+  "response-timeout"?: string;
+  "idle-timeout"?: string;
+  "header-timeout"?: string;
+  "max-connections"?: string;
+  "max-header-size"?: string;
+}
+
+export function proxyConfigFromFlags(f: ProxyFlags): ProxyConfig {
+  for (const cidr of f["internal-allow"] ?? []) {
+    const p = parseCidr(cidr);
+    if (!p.ok) throw new UsageError(`--internal-allow ${cidr}: ${p.error}`);
+  }
+  const admin = f.admin ?? "127.0.0.1:9090";
+  const adminToken = readSecret(f["admin-token-file"], "SANDBOX_EGRESS_ADMIN_TOKEN");
+  if (!adminToken && !isLocalListen(admin)) {
+    throw new UsageError(`refusing to start the admin API on ${admin} without a token: set --admin-token-file or SANDBOX_EGRESS_ADMIN_TOKEN, or listen on loopback or unix:PATH`);
+  }
+  return {
+    listen: f.listen ?? "127.0.0.1:3128",
+    transparent: f.transparent,
+    admin,
+    policyFile: f["policy-file"],
+    adminToken,
+    caDir: f["ca-dir"] ?? "./certs",
+    upstreamCa: f["upstream-ca"],
+    hostsFile: f.hosts,
+    dnsServer: f["dns-server"],
+    internalAllow: f["internal-allow"] ?? [],
+    sandboxId: f["sandbox-id"],
+    logLevel: f["log-level"] ?? "info",
+    limits: {
+      ...DEFAULT_LIMITS,
+      connectTimeoutMs: intFlag(f["connect-timeout"], "connect-timeout", DEFAULT_LIMITS.connectTimeoutMs),
+      responseTimeoutMs: intFlag(f["response-timeout"], "response-timeout", DEFAULT_LIMITS.responseTimeoutMs),
+      idleTimeoutMs: intFlag(f["idle-timeout"], "idle-timeout", DEFAULT_LIMITS.idleTimeoutMs),
+      headerTimeoutMs: intFlag(f["header-timeout"], "header-timeout", DEFAULT_LIMITS.headerTimeoutMs),
+      maxConnections: intFlag(f["max-connections"], "max-connections", DEFAULT_LIMITS.maxConnections),
+      maxHeaderBytes: intFlag(f["max-header-size"], "max-header-size", DEFAULT_LIMITS.maxHeaderBytes),
+    },
+  };
+}
+
+/** `sandbox-egress proxy`: start every listener, print the listening line, drain on SIGTERM. */
+export async function runProxy(flags: ProxyFlags): Promise<number> {
+  const config = proxyConfigFromFlags(flags);
+  let proxy: EgressProxy;
+  try {
+    proxy = await EgressProxy.create(config);
+  } catch (err) {
+    if (err instanceof PolicyInvalidError) {
+      process.stderr.write(`sandbox-egress: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const brokering = await installBrokering(proxy, config);
+  const admin = new AdminServer(proxy, { listen: config.admin, token: config.adminToken, caPem: () => brokering.caPem });
+  const addresses = await proxy.listen();
+  const adminAddress = await admin.listen();
+  process.stdout.write(
+    `${JSON.stringify({ event: "listening", proxy: addresses.proxy, ...(addresses.transparent ? { transparent: addresses.transparent } : {}), admin: adminAddress, sandbox: config.sandboxId ?? null, revision: proxy.ctx.store.state.revision })}\n`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      proxy.ctx.log.info({ event: "shutdown", signal }, "draining");
+      void Promise.all([proxy.close(), admin.close()]).then(() => {
+        brokering.close();
+        // Everything is closed; a handle some library left open must not keep a drained sidecar alive.
+        setTimeout(() => process.exit(0), 500).unref();
+        resolve();
+      });
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+  return 0;
+}

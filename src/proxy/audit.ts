@@ -1,0 +1,75 @@
+import type { Logger } from "../telemetry/logger.js";
+import type { ProxyMetrics } from "../telemetry/metrics.js";
+
+/**
+ * One audit line per request or tunnel, written when it ends (CONTRACT.md "Audit log"). Only names and
+ * numbers: header values, bodies and secrets have no field here to land in.
+ */
+export interface AuditRecord {
+  kind: "http" | "connect" | "transparent" | "intercepted";
+  method: string;
+  host: string;
+  port: number;
+  address: string | null;
+  allowed: boolean;
+  reason: string;
+  rule: string | null;
+  intercepted: boolean;
+  /** Header NAMES that transforms injected or stripped. */
+  transforms: string[];
+  status: number | null;
+  bytes_up: number;
+  bytes_down: number;
+  started: number;
+}
+
+export function startAudit(kind: AuditRecord["kind"], method: string): AuditRecord {
+  return {
+    kind,
+    method,
+    host: "",
+    port: 0,
+    address: null,
+    allowed: false,
+    reason: "invalid-target",
+    rule: null,
+    intercepted: kind === "intercepted",
+    transforms: [],
+    status: null,
+    bytes_up: 0,
+    bytes_down: 0,
+    started: performance.now(),
+  };
+}
+
+export class Auditor {
+  constructor(
+    private readonly log: Logger,
+    private readonly metrics: ProxyMetrics,
+    private readonly sandbox: string | null,
+  ) {}
+
+  finish(r: AuditRecord): void {
+    this.metrics.requests.inc({ decision: r.allowed ? "allowed" : "denied", reason: r.reason, kind: r.kind });
+    if (r.bytes_up) this.metrics.bytes.inc({ direction: "up" }, r.bytes_up);
+    if (r.bytes_down) this.metrics.bytes.inc({ direction: "down" }, r.bytes_down);
+    this.log.info({
+      event: "egress",
+      sandbox: this.sandbox,
+      kind: r.kind,
+      method: r.method,
+      host: r.host,
+      port: r.port,
+      address: r.address,
+      allowed: r.allowed,
+      reason: r.reason,
+      rule: r.rule,
+      intercepted: r.intercepted,
+      transforms: r.transforms,
+      status: r.status,
+      bytes_up: r.bytes_up,
+      bytes_down: r.bytes_down,
+      duration_ms: Math.round((performance.now() - r.started) * 1000) / 1000,
+    });
+  }
+}

@@ -1,0 +1,207 @@
+import http, { type IncomingMessage, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import { formatHostPort, hostString, normaliseHost } from "../net/hostport.js";
+import { isDenyCode, type DenyCode } from "../policy/codes.js";
+import type { Decision, Host } from "../policy/types.js";
+import type { ResolvedTransform } from "../live/secrets.js";
+import { startAudit, type AuditRecord } from "./audit.js";
+import { decideTarget, type ProxyContext } from "./context.js";
+import { filterRawHeaders } from "./headers.js";
+import { refuse } from "./refusal.js";
+import type { VettedAgent, VettedRequestOptions } from "./vetted-agent.js";
+
+export interface ForwardTarget {
+  readonly host: Host;
+  readonly port: number;
+  /** origin-form path + query. */
+  readonly path: string;
+}
+
+/** Parse an absolute-form request target (`http://host:port/path`): the only form a forward proxy accepts. */
+export function parseAbsoluteTarget(url: string | undefined): ForwardTarget | { error: string } {
+  if (!url || !/^http:\/\//i.test(url)) return { error: "expected an absolute http:// URL (use CONNECT for https)" };
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { error: "the URL cannot be parsed" };
+  }
+  const host = normaliseHost(parsed.hostname);
+  if (!host.ok) return { error: host.error };
+  const port = parsed.port === "" ? 80 : Number(parsed.port);
+  return { host: host.host, port, path: `${parsed.pathname}${parsed.search}` || "/" };
+}
+
+/** Forward proxy: `GET http://host/path` on the proxy listener. */
+export async function handleProxyRequest(ctx: ProxyContext, agent: VettedAgent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const audit = startAudit("http", req.method ?? "GET");
+  const target = parseAbsoluteTarget(req.url);
+  if ("error" in target) {
+    finishRefusal(ctx, audit, res, "invalid-target", "");
+    req.resume();
+    return;
+  }
+  await forwardPlain(ctx, agent, req, res, target, audit);
+}
+
+/** Plain-http forwarding shared by the forward and transparent listeners. */
+export async function forwardPlain(
+  ctx: ProxyContext,
+  agent: VettedAgent,
+  req: IncomingMessage,
+  res: ServerResponse,
+  target: ForwardTarget,
+  audit: AuditRecord,
+): Promise<void> {
+  const hostStr = hostString(target.host);
+  audit.host = hostStr;
+  audit.port = target.port;
+  if (ctx.paused) {
+    audit.rule = "paused";
+    finishRefusal(ctx, audit, res, "mode-deny-all", hostStr);
+    req.resume();
+    return;
+  }
+  const state = ctx.store.state;
+  const matches = state.compiled.transformsFor(hostStr, target.port);
+  const transforms = matches.map((m) => state.transforms[m.index]!).filter(Boolean);
+  if (transforms.some((t) => t.inject.size > 0)) {
+    // Injected credentials only ever travel over verified TLS (DESIGN.md "Transforms"); refused before any
+    // lookup, since no answer could make plain http acceptable.
+    audit.rule = `transforms[${matches[0]!.index}].domain`;
+    finishRefusal(ctx, audit, res, "inject-requires-tls", hostStr);
+    req.resume();
+    return;
+  }
+  const decision = await decideTarget(ctx, target.host, target.port);
+  audit.reason = decision.reason;
+  audit.rule = decision.rule;
+  if (!decision.allowed) {
+    finishRefusal(ctx, audit, res, decision.reason as DenyCode, hostStr);
+    req.resume();
+    return;
+  }
+  audit.allowed = true;
+  sendUpstream(ctx, agent, req, res, target, decision, transforms, audit);
+}
+
+/**
+ * Send the request to the vetted address and relay the response. Used for plain http here and, with a TLS
+ * agent, for intercepted requests.
+ */
+export function sendUpstream(
+  ctx: ProxyContext,
+  agent: http.Agent,
+  req: IncomingMessage,
+  res: ServerResponse,
+  target: ForwardTarget,
+  decision: Decision,
+  transforms: readonly ResolvedTransform[],
+  audit: AuditRecord,
+  extra: Partial<VettedRequestOptions> & { request?: typeof http.request; servername?: string } = {},
+): void {
+  const drop = new Set<string>();
+  for (const t of transforms) {
+    for (const name of t.strip) drop.add(name);
+    for (const name of t.inject.keys()) drop.add(name);
+  }
+  const headers = filterRawHeaders(req.rawHeaders, { drop });
+  headers.unshift("Host", hostHeader(target.host, target.port, extra.request ? 443 : 80));
+  for (const t of transforms) {
+    for (const [name, value] of t.inject) headers.push(name, value);
+  }
+  if (drop.size > 0) audit.transforms = [...drop];
+
+  const options: VettedRequestOptions = {
+    host: decision.addresses[0],
+    port: target.port,
+    method: req.method,
+    path: target.path,
+    headers: headers as unknown as http.OutgoingHttpHeaders,
+    agent,
+    vetted: decision.addresses,
+    connectTimeoutMs: ctx.limits.connectTimeoutMs,
+    ...extra,
+  };
+  const upstream = (extra.request ?? http.request)(options);
+  let finished = false;
+  const tracked = {
+    host: target.host,
+    port: target.port,
+    address: null as string | null,
+    revoke: () => {
+      ctx.metrics.revocations.inc();
+      upstream.destroy();
+      res.destroy();
+    },
+  };
+  const untrack = ctx.registry.add(tracked);
+  const timer = setTimeout(() => upstream.destroy(Object.assign(new Error("response timeout"), { code: "upstream-timeout" })), ctx.limits.responseTimeoutMs);
+  timer.unref();
+
+  upstream.on("socket", (socket: Socket) => {
+    const onConnect = (): void => {
+      tracked.address = socket.remoteAddress ?? null;
+      audit.address = tracked.address;
+    };
+    if (socket.remoteAddress) onConnect();
+    else socket.once("connect", onConnect);
+  });
+
+  req.on("data", (chunk: Buffer) => (audit.bytes_up += chunk.length));
+  req.pipe(upstream);
+
+  upstream.on("response", (up: IncomingMessage) => {
+    clearTimeout(timer);
+    audit.status = up.statusCode ?? 502;
+    const outHeaders = filterRawHeaders(up.rawHeaders);
+    res.writeHead(up.statusCode ?? 502, up.statusMessage, outHeaders as unknown as http.OutgoingHttpHeaders);
+    up.on("data", (chunk: Buffer) => (audit.bytes_down += chunk.length));
+    up.pipe(res);
+    up.on("error", () => res.destroy());
+  });
+
+  upstream.on("error", (err: Error & { code?: string }) => {
+    clearTimeout(timer);
+    if (!res.headersSent) {
+      const code: DenyCode = err.code && isDenyCode(err.code) ? err.code : mapSocketError(err.code);
+      audit.allowed = false;
+      audit.reason = code;
+      refuse(res, code, hostString(target.host));
+      audit.status = res.statusCode;
+    } else {
+      res.destroy();
+    }
+  });
+
+  const done = (): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    untrack();
+    if (!res.writableFinished) upstream.destroy();
+    ctx.audit.finish(audit);
+  };
+  res.on("close", done);
+}
+
+/** `Host` from the request target; the default port is left out as clients do (RFC 9110 §7.2). */
+function hostHeader(host: Host, port: number, defaultPort: number): string {
+  return port === defaultPort ? formatHostPort(host, port).replace(/:\d+$/, "") : formatHostPort(host, port);
+}
+
+function mapSocketError(code: string | undefined): DenyCode {
+  if (code === "ETIMEDOUT" || code === "ESOCKETTIMEDOUT") return "upstream-timeout";
+  if (code === "CERT_HAS_EXPIRED" || code?.startsWith("ERR_TLS") || code?.includes("CERT") || code?.includes("SIGNATURE")) {
+    return "upstream-tls-failed";
+  }
+  return "upstream-connect-failed";
+}
+
+export function finishRefusal(ctx: ProxyContext, audit: AuditRecord, res: ServerResponse, code: DenyCode, host: string): void {
+  audit.allowed = false;
+  audit.reason = code;
+  refuse(res, code, host);
+  audit.status = res.statusCode;
+  ctx.audit.finish(audit);
+}

@@ -1,0 +1,185 @@
+import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
+import { dialVetted, DialError } from "../net/dial.js";
+import { hostString, normaliseHost, parseHostPort } from "../net/hostport.js";
+import { DENY_CODES, type DenyCode } from "../policy/codes.js";
+import type { Decision, Host } from "../policy/types.js";
+import { startAudit, type AuditRecord } from "./audit.js";
+import { readClientHello } from "./clienthello.js";
+import { decideTarget, type ProxyContext } from "./context.js";
+import { refuseRaw } from "./refusal.js";
+
+/** Terminates TLS towards the client to answer a refusal inside it, or to intercept (set once a CA exists). */
+export interface TlsTerminator {
+  /** Answer an HTTP refusal inside TLS on a tunnel whose 200 was already sent; closes the socket. */
+  refuseInside(socket: Socket, replay: Buffer, serverName: string, code: DenyCode, host: string): void;
+  /** Intercept an allowed tunnel to a host with transforms. */
+  intercept(socket: Socket, head: Buffer, host: Host, port: number, decision: Decision, audit: AuditRecord): void;
+}
+
+const ESTABLISHED = "HTTP/1.1 200 Connection established\r\n\r\n";
+
+/** `CONNECT host:port`: judge, dial the vetted address, then relay (or intercept, for transform hosts). */
+export async function handleConnect(ctx: ProxyContext, tls: TlsTerminator | null, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+  const audit = startAudit("connect", "CONNECT");
+  socket.on("error", () => socket.destroy());
+  const parsed = parseHostPort(req.url ?? "");
+  if (!parsed.ok) {
+    refuseTunnel(ctx, audit, socket, "invalid-target", "");
+    return;
+  }
+  const { host, port } = parsed;
+  const hostStr = hostString(host);
+  audit.host = hostStr;
+  audit.port = port;
+  if (ctx.paused) {
+    audit.rule = "paused";
+    refuseTunnel(ctx, audit, socket, "mode-deny-all", hostStr);
+    return;
+  }
+  const decision = await decideTarget(ctx, host, port);
+  audit.reason = decision.reason;
+  audit.rule = decision.rule;
+  if (!decision.allowed) {
+    refuseTunnel(ctx, audit, socket, decision.reason as DenyCode, hostStr);
+    return;
+  }
+  if (socket.destroyed) return;
+
+  if (ctx.store.state.compiled.transformsFor(hostStr, port).length > 0) {
+    if (!tls) {
+      refuseTunnel(ctx, audit, socket, "upstream-tls-failed", hostStr);
+      return;
+    }
+    audit.allowed = true;
+    audit.intercepted = true;
+    socket.write(ESTABLISHED);
+    tls.intercept(socket, head, host, port, decision, audit);
+    return;
+  }
+
+  let upstream: Socket;
+  try {
+    const dialled = await dialVetted(decision.addresses, port, { timeoutMs: ctx.limits.connectTimeoutMs });
+    upstream = dialled.socket;
+    audit.address = dialled.address;
+  } catch (err) {
+    refuseTunnel(ctx, audit, socket, err instanceof DialError ? err.code : "upstream-connect-failed", hostStr);
+    return;
+  }
+  if (socket.destroyed) {
+    upstream.destroy();
+    return;
+  }
+  audit.allowed = true;
+  audit.status = 200;
+  openTunnel(ctx, tls, socket, upstream, host, port, audit, { established: true, replay: head, peek: true });
+}
+
+/**
+ * Relay an established tunnel. Upstream bytes flow to the client at once (server-speaks-first protocols must
+ * not stall), but nothing from the client reaches the upstream until its first bytes are judged: a TLS
+ * ClientHello whose SNI names another host is decided as that host too (no domain fronting past the policy).
+ */
+export function openTunnel(
+  ctx: ProxyContext,
+  tls: TlsTerminator | null,
+  client: Socket,
+  upstream: Socket,
+  host: Host,
+  port: number,
+  audit: AuditRecord,
+  opts: { established: boolean; replay: Buffer; peek: boolean },
+): void {
+  ctx.metrics.activeTunnels.inc();
+  let finished = false;
+  const tracked = {
+    host,
+    port,
+    address: audit.address,
+    revoke: () => {
+      ctx.metrics.revocations.inc();
+      finish();
+    },
+  };
+  const untrack = ctx.registry.add(tracked);
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    untrack();
+    client.destroy();
+    upstream.destroy();
+    ctx.metrics.activeTunnels.dec();
+    audit.bytes_up = upstream.bytesWritten;
+    audit.bytes_down = upstream.bytesRead;
+    ctx.audit.finish(audit);
+  };
+
+  let closes = 0;
+  const watch = (s: Socket): void => {
+    let ended = false;
+    s.setTimeout(ctx.limits.idleTimeoutMs, finish);
+    s.once("end", () => (ended = true));
+    s.on("error", finish);
+    s.once("close", () => {
+      closes++;
+      // After a clean FIN the other side is ending too (pipe called end() on it): let it flush.
+      if (!ended || closes === 2) finish();
+    });
+  };
+  watch(client);
+  watch(upstream);
+  if (opts.established) client.write(ESTABLISHED);
+  upstream.pipe(client);
+  if (!opts.peek) {
+    if (opts.replay.length > 0) upstream.write(opts.replay);
+    client.pipe(upstream);
+    return;
+  }
+  if (opts.replay.length > 0) client.unshift(opts.replay);
+
+  readClientHello(client, { timeoutMs: ctx.limits.idleTimeoutMs }).then(
+    async ({ result, buffered }) => {
+      if (finished) return;
+      if (result.status === "ok" && result.sni !== null) {
+        const denied = await sniDenied(ctx, result.sni, host, port);
+        if (finished) return;
+        if (denied) {
+          audit.allowed = false;
+          audit.reason = "sni-mismatch";
+          audit.rule = `sni:${denied}`;
+          untrack();
+          upstream.unpipe(client);
+          upstream.destroy();
+          if (tls) tls.refuseInside(client, buffered, denied, "sni-mismatch", denied);
+          else client.destroy();
+          finished = true;
+          ctx.metrics.activeTunnels.dec();
+          ctx.audit.finish(audit);
+          return;
+        }
+      }
+      if (buffered.length > 0) upstream.write(buffered);
+      client.pipe(upstream);
+    },
+    () => finish(),
+  );
+}
+
+/** Returns the SNI host when it is not the tunnel's host and the policy denies it; null when acceptable. */
+async function sniDenied(ctx: ProxyContext, sni: string, host: Host, port: number): Promise<string | null> {
+  const n = normaliseHost(sni);
+  if (!n.ok) return sni.slice(0, 255);
+  const sniHost = hostString(n.host);
+  if (sniHost === hostString(host)) return null;
+  const decision = await decideTarget(ctx, n.host, port);
+  return decision.allowed ? null : sniHost;
+}
+
+function refuseTunnel(ctx: ProxyContext, audit: AuditRecord, socket: Socket, code: DenyCode, host: string): void {
+  audit.allowed = false;
+  audit.reason = code;
+  audit.status = DENY_CODES[code].status;
+  refuseRaw(socket, code, host);
+  ctx.audit.finish(audit);
+}

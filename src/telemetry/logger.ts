@@ -1,0 +1,45 @@
+import pino, { type Logger } from "pino";
+
+export type { Logger };
+
+/**
+ * Paths that could ever hold a secret. Redaction is configured here, in one place, as a second line of
+ * defence: the code never passes header values or policies with resolved secrets to the logger at all.
+ */
+const REDACT_PATHS = [
+  "headers.authorization",
+  "headers.cookie",
+  "headers['proxy-authorization']",
+  "req.headers.authorization",
+  "req.headers['proxy-authorization']",
+  "policy.transforms[*].inject_headers.*",
+  "transforms[*].inject_headers.*",
+  "inject_headers.*",
+  "token",
+  "adminToken",
+  "apiKey",
+  "secret",
+];
+
+export interface LoggerOptions {
+  level?: string;
+  sandboxId?: string;
+  /** Tests pass a writable to capture every line. */
+  destination?: NodeJS.WritableStream;
+}
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  const base: Record<string, unknown> = { pid: process.pid };
+  if (opts.sandboxId) base.sandbox = opts.sandboxId;
+  const options = {
+    level: opts.level ?? "info",
+    base,
+    redact: { paths: REDACT_PATHS, censor: "[redacted]" },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
+  // Synchronous writes: a sidecar's audit lines must not be lost when it is SIGKILLed, and the
+  // throughput cost is paid only per request end, not per byte.
+  const dest = opts.destination ?? pino.destination({ dest: 1, sync: true });
+  return pino(options, dest as pino.DestinationStream);
+}

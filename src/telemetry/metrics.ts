@@ -1,0 +1,53 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/**
+ * One registry per proxy instance (no module-level singletons: tests start several proxies in one process).
+ * Label values are reason codes and fixed words only, never hosts or header values.
+ */
+export class ProxyMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<"decision" | "reason" | "kind">;
+  readonly activeTunnels: Gauge;
+  readonly activeConnections: Gauge;
+  readonly bytes: Counter<"direction">;
+  readonly policyRevision: Gauge;
+  readonly reloadFailures: Counter;
+  readonly decisionSeconds: Histogram;
+  readonly revocations: Counter;
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.requests = new Counter({
+      name: "egress_requests_total",
+      help: "Requests and tunnels by decision (allowed|denied), reason code and kind (http|connect|transparent|intercepted)",
+      labelNames: ["decision", "reason", "kind"],
+      registers,
+    });
+    this.activeTunnels = new Gauge({ name: "egress_active_tunnels", help: "Open CONNECT and transparent tunnels", registers });
+    this.activeConnections = new Gauge({ name: "egress_active_connections", help: "Open client connections", registers });
+    this.bytes = new Counter({
+      name: "egress_bytes_total",
+      help: "Bytes relayed, up = client to upstream, down = upstream to client",
+      labelNames: ["direction"],
+      registers,
+    });
+    this.policyRevision = new Gauge({ name: "egress_policy_revision", help: "Revision of the policy in force", registers });
+    this.reloadFailures = new Counter({
+      name: "egress_policy_reload_failures_total",
+      help: "Policy changes rejected (invalid file or PUT); the last good policy stays in force",
+      registers,
+    });
+    this.revocations = new Counter({
+      name: "egress_revoked_connections_total",
+      help: "Open connections closed because a new policy denies them",
+      registers,
+    });
+    this.decisionSeconds = new Histogram({
+      name: "egress_decision_seconds",
+      help: "Time to decide a request, including name resolution",
+      buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers,
+    });
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "egress_process_" });
+  }
+}
