@@ -40,6 +40,8 @@ export async function handleTransparent(
       });
     }
     plain.emit("connection", socket);
+    // readClientHello left the socket paused; the HTTP parser reads the replayed bytes once it flows.
+    socket.resume();
     return;
   }
   const audit = startAudit("transparent", "TLS");
