@@ -177,6 +177,12 @@ export class PolicyStore extends EventEmitter<{ change: [PolicyState] }> {
         this.reloadFailed([{ field: "(file)", error: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? "error"}` }]);
         return;
       }
+      // An editor that writes in place can be caught between truncate and write: give a file that is not
+      // (yet) valid JSON one more look before calling it invalid.
+      if (!isJson(text)) {
+        await new Promise((r) => setTimeout(r, 150));
+        text = await fs.readFile(file, "utf8").catch(() => text);
+      }
       const hash = sha256(text);
       if (hash === this.lastContentHash) return;
       let parsed: unknown;
@@ -239,6 +245,15 @@ function parseJson(text: string, source: string): unknown {
     return JSON.parse(text) as unknown;
   } catch (err) {
     throw new PolicyInvalidError(source, [{ field: "(file)", error: `not valid JSON (${(err as Error).message}); fix the syntax` }]);
+  }
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
   }
 }
 

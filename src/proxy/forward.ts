@@ -3,12 +3,16 @@ import type { Socket } from "node:net";
 import { formatHostPort, hostString, normaliseHost } from "../net/hostport.js";
 import { isDenyCode, type DenyCode } from "../policy/codes.js";
 import type { Decision, Host } from "../policy/types.js";
-import type { ResolvedTransform } from "../live/secrets.js";
+import { applyTransforms, type ResolvedTransform } from "../live/secrets.js";
 import { startAudit, type AuditRecord } from "./audit.js";
 import { decideTarget, type ProxyContext } from "./context.js";
 import { filterRawHeaders } from "./headers.js";
 import { refuse } from "./refusal.js";
-import type { VettedAgent, VettedRequestOptions } from "./vetted-agent.js";
+import type { VettedRequestOptions } from "./vetted-agent.js";
+import type { Dispatcher } from "undici";
+import type { UpstreamPools, UpstreamTls } from "./upstream-pool.js";
+
+type DispatchController = Dispatcher.DispatchController;
 
 export interface ForwardTarget {
   readonly host: Host;
@@ -33,7 +37,7 @@ export function parseAbsoluteTarget(url: string | undefined): ForwardTarget | { 
 }
 
 /** Forward proxy: `GET http://host/path` on the proxy listener. */
-export async function handleProxyRequest(ctx: ProxyContext, agent: VettedAgent, req: IncomingMessage, res: ServerResponse): Promise<void> {
+export async function handleProxyRequest(ctx: ProxyContext, pools: UpstreamPools, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const audit = startAudit("http", req.method ?? "GET");
   const target = parseAbsoluteTarget(req.url);
   if ("error" in target) {
@@ -41,13 +45,13 @@ export async function handleProxyRequest(ctx: ProxyContext, agent: VettedAgent, 
     req.resume();
     return;
   }
-  await forwardPlain(ctx, agent, req, res, target, audit);
+  await forwardPlain(ctx, pools, req, res, target, audit);
 }
 
 /** Plain-http forwarding shared by the forward and transparent listeners. */
 export async function forwardPlain(
   ctx: ProxyContext,
-  agent: VettedAgent,
+  pools: UpstreamPools,
   req: IncomingMessage,
   res: ServerResponse,
   target: ForwardTarget,
@@ -82,7 +86,129 @@ export async function forwardPlain(
     return;
   }
   audit.allowed = true;
-  sendUpstream(ctx, agent, req, res, target, decision, transforms, audit);
+  relayRequest(ctx, pools, req, res, target, decision, transforms, audit);
+}
+
+/** Request headers for the upstream: hop-by-hop and transform-stripped names dropped, Host from the target, injections last. */
+export function upstreamHeaders(req: IncomingMessage, target: ForwardTarget, transforms: readonly ResolvedTransform[], defaultPort: number): { headers: string[]; touched: string[] } {
+  const drop = new Set<string>();
+  for (const t of transforms) {
+    for (const name of t.strip) drop.add(name);
+    for (const name of t.inject.keys()) drop.add(name);
+  }
+  const headers = filterRawHeaders(req.rawHeaders, { drop });
+  headers.unshift("host", hostHeader(target.host, target.port, defaultPort));
+  for (const t of transforms) for (const [name, value] of t.inject) headers.push(name, value);
+  return { headers, touched: [...drop] };
+}
+
+/**
+ * Send the request to a vetted address through an undici pool and relay the response with backpressure.
+ * Used for plain http here and, with TLS parameters, for intercepted requests.
+ */
+export function relayRequest(
+  ctx: ProxyContext,
+  pools: UpstreamPools,
+  req: IncomingMessage,
+  res: ServerResponse,
+  target: ForwardTarget,
+  decision: Decision,
+  transforms: readonly ResolvedTransform[],
+  audit: AuditRecord,
+  upstreamTls?: UpstreamTls,
+): void {
+  const { headers, touched } = upstreamHeaders(req, target, transforms, upstreamTls ? 443 : 80);
+  if (touched.length > 0) audit.transforms = touched;
+  const pool = pools.get(decision.addresses, target.port, upstreamTls);
+  let controller: DispatchController | null = null;
+  let finished = false;
+  const abort = (err: Error): void => {
+    if (controller && !controller.aborted) controller.abort(err);
+  };
+  const tracked = {
+    host: target.host,
+    port: target.port,
+    address: decision.addresses[0] ?? null,
+    revoke: () => {
+      ctx.metrics.revocations.inc();
+      abort(new Error("revoked by a policy change"));
+      res.destroy();
+    },
+  };
+  const untrack = ctx.registry.add(tracked);
+  audit.address = tracked.address;
+  const bodyless = req.method === "GET" || req.method === "HEAD" || req.method === "OPTIONS" || req.method === "DELETE";
+  const hasBody = !bodyless || req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
+  if (hasBody) req.on("data", (chunk: Buffer) => (audit.bytes_up += chunk.length));
+  else req.resume();
+
+  pool.dispatch(
+    {
+      path: target.path,
+      method: req.method as Dispatcher.HttpMethod,
+      headers,
+      body: hasBody ? req : null,
+      // Upgrades never take this path (the forward listener refuses them), so a plain request it is.
+      upgrade: null,
+    },
+    {
+      onRequestStart(c) {
+        controller = c;
+      },
+      onResponseStart(c, statusCode, responseHeaders, statusMessage) {
+        audit.status = statusCode;
+        if (statusCode < 200) return; // 1xx informational: node's server sends its own 100-continue
+        res.writeHead(statusCode, statusMessage, filterHeaderObject(responseHeaders));
+        res.on("drain", () => c.resume());
+      },
+      onResponseData(c, chunk) {
+        audit.bytes_down += chunk.length;
+        if (!res.write(chunk)) c.pause();
+      },
+      onResponseEnd() {
+        res.end();
+      },
+      onResponseError(_c, err: Error & { code?: string }) {
+        if (!res.headersSent) {
+          const code: DenyCode = err.code && isDenyCode(err.code) ? err.code : mapUpstreamError(err.code);
+          audit.allowed = false;
+          audit.reason = code;
+          refuse(res, code, hostString(target.host));
+          audit.status = res.statusCode;
+        } else {
+          res.destroy();
+        }
+      },
+    },
+  );
+
+  res.on("close", () => {
+    if (finished) return;
+    finished = true;
+    untrack();
+    if (!res.writableFinished) abort(new Error("client went away"));
+    ctx.audit.finish(audit);
+  });
+}
+
+/** undici's response headers as an object for writeHead, hop-by-hop names removed. */
+function filterHeaderObject(h: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const listed = new Set<string>();
+  const conn = h.connection;
+  for (const v of Array.isArray(conn) ? conn : conn ? [conn] : []) for (const t of v.split(",")) listed.add(t.trim().toLowerCase());
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined || HOP_BY_HOP_RESPONSE.has(k) || listed.has(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+const HOP_BY_HOP_RESPONSE = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"]);
+
+function mapUpstreamError(code: string | undefined): DenyCode {
+  if (code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT") return "upstream-timeout";
+  return "upstream-connect-failed";
 }
 
 /**
@@ -100,17 +226,11 @@ export function sendUpstream(
   audit: AuditRecord,
   extra: Partial<VettedRequestOptions> & { request?: typeof http.request; servername?: string } = {},
 ): void {
-  const drop = new Set<string>();
-  for (const t of transforms) {
-    for (const name of t.strip) drop.add(name);
-    for (const name of t.inject.keys()) drop.add(name);
-  }
-  const headers = filterRawHeaders(req.rawHeaders, { drop });
-  headers.unshift("Host", hostHeader(target.host, target.port, extra.request ? 443 : 80));
-  for (const t of transforms) {
-    for (const [name, value] of t.inject) headers.push(name, value);
-  }
-  if (drop.size > 0) audit.transforms = [...drop];
+  const { request = http.request, ...tlsExtra } = extra;
+  const transformed = applyTransforms(filterRawHeaders(req.rawHeaders), transforms);
+  const headers = transformed.headers;
+  headers.unshift("Host", hostHeader(target.host, target.port, request === http.request ? 80 : 443));
+  if (transformed.names.length > 0) audit.transforms = transformed.names;
 
   const options: VettedRequestOptions = {
     host: decision.addresses[0],
@@ -121,9 +241,9 @@ export function sendUpstream(
     agent,
     vetted: decision.addresses,
     connectTimeoutMs: ctx.limits.connectTimeoutMs,
-    ...extra,
+    ...tlsExtra,
   };
-  const upstream = (extra.request ?? http.request)(options);
+  const upstream = request(options);
   let finished = false;
   const tracked = {
     host: target.host,

@@ -14,7 +14,7 @@ import { protocolErrorRaw, refuseRaw } from "./refusal.js";
 import { SelfAddresses } from "./self.js";
 import { handleTransparent } from "./transparent.js";
 import { handleConnect, type TlsTerminator } from "./tunnel.js";
-import { VettedAgent } from "./vetted-agent.js";
+import { UpstreamPools } from "./upstream-pool.js";
 
 export interface ListenAddresses {
   proxy: string;
@@ -28,7 +28,7 @@ export interface ListenAddresses {
  */
 export class EgressProxy {
   readonly ctx: ProxyContext;
-  private readonly agent = new VettedAgent();
+  private readonly pools: UpstreamPools;
   private readonly servers: net.Server[] = [];
   private readonly clients = new Set<Socket>();
   private tls: TlsTerminator | null = null;
@@ -37,6 +37,7 @@ export class EgressProxy {
 
   private constructor(readonly config: ProxyConfig, ctx: ProxyContext) {
     this.ctx = ctx;
+    this.pools = new UpstreamPools(config.limits);
     ctx.store.on("change", (state) => {
       const n = ctx.registry.revokeDenied(state.compiled);
       if (n > 0) ctx.log.info({ event: "revoked", revision: state.revision, connections: n }, "closed connections the new policy denies");
@@ -85,7 +86,7 @@ export class EgressProxy {
     });
     server.on("connection", (socket: Socket) => this.admit(socket));
     server.on("request", (req, res) => {
-      handleProxyRequest(this.ctx, this.agent, req, res).catch((err: unknown) => this.internalError(err, res));
+      handleProxyRequest(this.ctx, this.pools, req, res).catch((err: unknown) => this.internalError(err, res));
     });
     server.on("connect", (req, socket: Socket, head: Buffer) => {
       handleConnect(this.ctx, this.tls, req, socket, head).catch((err: unknown) => {
@@ -116,7 +117,7 @@ export class EgressProxy {
       plain.on("clientError", (err: Error & { code?: string }, socket: Socket) => this.clientError(err, socket));
       const t = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
         if (!this.admit(socket)) return;
-        handleTransparent(this.ctx, this.agent, () => this.tls, plain, socket).catch((err: unknown) => {
+        handleTransparent(this.ctx, this.pools, () => this.tls, plain, socket).catch((err: unknown) => {
           this.ctx.log.error({ event: "internal-error", err: String(err) }, "transparent handler failed");
           socket.destroy();
         });
@@ -153,7 +154,7 @@ export class EgressProxy {
     this.ctx.registry.closeAll();
     for (const c of this.clients) c.destroy();
     await Promise.all(closing);
-    this.agent.destroy();
+    await this.pools.close();
     this.ctx.resolver.close();
     this.ctx.store.close();
   }

@@ -8,7 +8,7 @@ import { readClientHello } from "./clienthello.js";
 import { decideTarget, type ProxyContext } from "./context.js";
 import { finishRefusal, forwardPlain } from "./forward.js";
 import { openTunnel, type TlsTerminator } from "./tunnel.js";
-import type { VettedAgent } from "./vetted-agent.js";
+import type { UpstreamPools } from "./upstream-pool.js";
 
 /**
  * The transparent listener receives connections redirected by the sandbox's network namespace (iptables
@@ -18,7 +18,7 @@ import type { VettedAgent } from "./vetted-agent.js";
  */
 export async function handleTransparent(
   ctx: ProxyContext,
-  agent: VettedAgent,
+  pools: UpstreamPools,
   tls: () => TlsTerminator | null,
   plain: http.Server,
   socket: Socket,
@@ -33,7 +33,7 @@ export async function handleTransparent(
     socket.unshift(buffered);
     if (plain.listenerCount("request") === 0) {
       plain.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
-        routeByHost(ctx, agent, req, res).catch((err: unknown) => {
+        routeByHost(ctx, pools, req, res).catch((err: unknown) => {
           ctx.log.error({ event: "internal-error", err: String(err) }, "transparent request failed");
           res.destroy();
         });
@@ -104,7 +104,7 @@ export async function handleTransparent(
   openTunnel(ctx, tls(), socket, upstream, host, 443, audit, { established: false, replay: buffered, peek: false });
 }
 
-async function routeByHost(ctx: ProxyContext, agent: VettedAgent, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function routeByHost(ctx: ProxyContext, pools: UpstreamPools, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
   const audit: AuditRecord = startAudit("transparent", req.method ?? "GET");
   const hostHeader = req.headers.host;
   const parsed = hostHeader ? parseHostPort(hostHeader, 80) : null;
@@ -125,6 +125,6 @@ async function routeByHost(ctx: ProxyContext, agent: VettedAgent, req: http.Inco
     req.resume();
     return;
   }
-  await forwardPlain(ctx, agent, req, res, { host: parsed.host, port: parsed.port, path }, audit);
+  await forwardPlain(ctx, pools, req, res, { host: parsed.host, port: parsed.port, path }, audit);
 }
 
