@@ -78,8 +78,19 @@ export async function runProxy(flags: ProxyFlags): Promise<number> {
   }
   const brokering = await installBrokering(proxy, config);
   const admin = new AdminServer(proxy, { listen: config.admin, token: config.adminToken, caPem: () => brokering.caPem });
-  const addresses = await proxy.listen();
-  const adminAddress = await admin.listen();
+  let addresses: Awaited<ReturnType<EgressProxy["listen"]>>;
+  let adminAddress: string;
+  try {
+    addresses = await proxy.listen();
+    adminAddress = await admin.listen();
+  } catch (err) {
+    // A listener that cannot bind (EADDRINUSE, EACCES) stops the whole sidecar: half a proxy is worse than none.
+    await Promise.allSettled([proxy.close(), admin.close()]);
+    brokering.close();
+    process.stderr.write(`sandbox-egress: cannot listen: ${(err as Error).message}\n`);
+    setTimeout(() => process.exit(1), 200).unref();
+    return 1;
+  }
   process.stdout.write(
     `${JSON.stringify({ event: "listening", proxy: addresses.proxy, ...(addresses.transparent ? { transparent: addresses.transparent } : {}), admin: adminAddress, sandbox: config.sandboxId ?? null, revision: proxy.ctx.store.state.revision })}\n`,
   );

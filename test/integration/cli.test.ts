@@ -100,3 +100,29 @@ describe("sandbox-egress ca", () => {
     expect((await cli(["proxy", "--max-connections", "many"])).stderr).toContain("--max-connections");
   });
 });
+
+describe("sandbox-egress proxy start-up failures", () => {
+  it("exits 1 when a listener cannot bind, instead of serving half a proxy", async () => {
+    const net = await import("node:net");
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, "127.0.0.1", r));
+    const busy = (blocker.address() as { port: number }).port;
+    const dir = mkdtempSync(path.join(tmpdir(), "busy-"));
+    try {
+      const r = await cli(["proxy", "--listen", "127.0.0.1:0", "--admin", `127.0.0.1:${busy}`, "--ca-dir", path.join(dir, "certs")]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/EADDRINUSE/);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it("exits 1 with the field errors when the policy file is invalid", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "badpol-"));
+    const file = path.join(dir, "p.json");
+    writeFileSync(file, JSON.stringify({ mode: "custom", allow_domains: ["*"] }));
+    const r = await cli(["proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--policy-file", file, "--ca-dir", path.join(dir, "certs")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/allow_domains\[0\]/);
+  });
+});

@@ -1,0 +1,220 @@
+#!/usr/bin/env node
+// sandbox-egress side-by-side bench: direct vs sandbox-egress vs squid vs tinyproxy, all on loopback.
+// See bench/README.md. Usage: node bench/run.mjs [--quick] [--only http,connect,connect-rate,rss]
+//                                                [--peers direct,sandbox-egress,squid,tinyproxy]
+//                                                [--repeat N] [--out DIR] [--no-install] [--keep-tmp]
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { setTimeout as sleep } from "node:timers/promises";
+import {
+  installExitHandlers, onExitSync, forkHelper, waitReady, stopChild, procSnapshot, interference,
+} from "./lib/proc.mjs";
+import { PEERS, DEFAULT_PEERS, commandExists } from "./lib/peers.mjs";
+import { WORKLOADS } from "./lib/workloads.mjs";
+import { machineInfo, aggregate, writeReport } from "./lib/report.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repoRoot = path.resolve(here, "..");
+const MiB = 1024 * 1024;
+
+const { values: opt } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    only: { type: "string" },
+    peers: { type: "string" },
+    repeat: { type: "string" },
+    out: { type: "string", default: path.join(here, "results") },
+    "no-install": { type: "boolean", default: false },
+    "keep-tmp": { type: "boolean", default: false },
+    "quiet-wait": { type: "string", default: "0" },
+    help: { type: "boolean", short: "h", default: false },
+  },
+});
+
+if (opt.help) {
+  process.stdout.write(`usage: node bench/run.mjs [--quick] [--only ${WORKLOADS.map((w) => w.name).join(",")}]
+       [--peers ${Object.keys(PEERS).join(",")}] [--repeat N] [--out DIR] [--no-install] [--keep-tmp]
+       [--quiet-wait S]   before each sample, wait up to S s for other processes to go quiet (shared machines)
+Default peers: ${DEFAULT_PEERS.join(",")}. Writes DIR/latest.json and DIR/latest.md (default bench/results).\n`);
+  process.exit(0);
+}
+
+const quick = opt.quick;
+// Time budget for the whole run; anything that would start after it is skipped (and says so).
+const budgetSeconds = quick ? 120 : 600;
+const settings = quick
+  ? { http: { connections: 32, seconds: 3, warmup: 1 }, bulk: { warmupBytes: 16 * MiB, minBytes: 64 * MiB, maxBytes: 1024 * MiB, targetSeconds: 1 },
+      rate: { concurrency: 16, seconds: 3 }, rss: { tunnels: 1000, settle: 1 }, repeat: 1 }
+  : { http: { connections: 32, seconds: 10, warmup: 2 }, bulk: { warmupBytes: 64 * MiB, minBytes: 512 * MiB, maxBytes: 4096 * MiB, targetSeconds: 3 },
+      rate: { concurrency: 16, seconds: 8 }, rss: { tunnels: 1000, settle: 2 }, repeat: 3 };
+const repeat = opt.repeat ? Math.max(1, Number(opt.repeat)) : settings.repeat;
+
+function pickList(arg, all, what) {
+  if (!arg) return null;
+  const names = arg.split(",").map((s) => s.trim()).filter(Boolean);
+  for (const n of names) if (!all.includes(n)) throw new Error(`unknown ${what} "${n}" (known: ${all.join(", ")})`);
+  return names;
+}
+const workloads = (() => {
+  const names = pickList(opt.only, WORKLOADS.map((w) => w.name), "workload");
+  return names ? WORKLOADS.filter((w) => names.includes(w.name)) : WORKLOADS;
+})();
+const peerNames = pickList(opt.peers, Object.keys(PEERS), "peer") ?? DEFAULT_PEERS;
+
+// A sample during which processes outside the bench used more than this many cores is flagged.
+const FOREIGN_CPU_WARN = 0.1;
+
+const quietWait = Math.max(0, Number(opt["quiet-wait"]) || 0);
+
+/** Wait (up to maxSeconds) for a 0.5 s window in which processes outside the bench stay under the threshold. */
+async function waitQuiet(maxSeconds) {
+  const until = Date.now() + maxSeconds * 1000;
+  while (Date.now() < until) {
+    const a = procSnapshot();
+    await sleep(500);
+    if ((interference(a, procSnapshot())?.foreignCores ?? 0) <= FOREIGN_CPU_WARN) return;
+  }
+}
+
+const log = (msg) => process.stderr.write(`${msg}\n`);
+const t0 = Date.now();
+const elapsed = () => (Date.now() - t0) / 1000;
+
+// ---- tools ----------------------------------------------------------------------------------------------
+
+const TOOLS = [["squid", "squid"], ["tinyproxy", "tinyproxy"], ["wrk", "wrk"], ["mitmdump", "mitmproxy"]];
+
+function ensureTools() {
+  const missing = TOOLS.filter(([cmd]) => !commandExists(cmd)).map(([, pkg]) => pkg);
+  if (!missing.length) return [];
+  if (opt["no-install"]) return [`not installed (--no-install): ${missing.join(", ")}`];
+  if (process.getuid?.() !== 0) return [`not installed and not root, so not installing: ${missing.join(", ")} (apt-get install -y ${missing.join(" ")})`];
+  log(`bench: installing ${missing.join(", ")} with apt-get`);
+  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+  const lock = ["-o", "DPkg::Lock::Timeout=300"];
+  try {
+    execFileSync("apt-get", [...lock, "update"], { stdio: ["ignore", 2, 2], env, timeout: 600_000 });
+    execFileSync("apt-get", [...lock, "install", "-y", "--no-install-recommends", ...missing], { stdio: ["ignore", 2, 2], env, timeout: 900_000 });
+    return [];
+  } catch (e) {
+    return [`apt-get install ${missing.join(" ")} failed: ${e.message.split("\n")[0]}`];
+  }
+}
+
+// ---- main -----------------------------------------------------------------------------------------------
+
+async function main() {
+  installExitHandlers();
+  const warnings = ensureTools();
+  const tmpDir = mkdtempSync(path.join(os.tmpdir(), "sandbox-egress-bench-"));
+  const ctx = { repoRoot, tmpDir, logLevel: "warn", peerArgs: {} };
+  let keepTmp = opt["keep-tmp"];
+  let tmpHandled = false;
+  // Interrupted runs (SIGINT, uncaught error) remove the temp dir too, unless asked to keep it.
+  onExitSync(() => { if (!tmpHandled && !keepTmp) rmSync(tmpDir, { recursive: true, force: true }); });
+  const upstreams = [];
+
+  const report = {
+    schema: 1, mode: quick ? "quick" : "full", startedAt: new Date(t0).toISOString(), durationSeconds: 0,
+    options: { repeat, budgetSeconds, quietWait, settings, peers: peerNames, workloads: workloads.map((w) => w.name) },
+    machine: machineInfo(), tools: {}, peers: {}, peerOrder: peerNames, workloads: [], warnings,
+  };
+
+  try {
+    report.tools.wrk = commandExists("wrk") ? (() => {
+      try { return execFileSync("wrk", ["-v"], { stdio: ["ignore", "pipe", "pipe"] }).toString().split("\n")[0]; }
+      catch (e) { return `${e.stdout ?? ""}`.split("\n")[0] || "wrk"; }
+    })() : null;
+
+    for (const name of peerNames) {
+      const peer = PEERS[name];
+      const c = peer.check(ctx);
+      report.peers[name] = { available: c.ok, reason: c.reason ?? null, version: c.ok ? peer.version(ctx) : null };
+      if (c.warning) { report.peers[name].warning = c.warning; warnings.push(`${name}: ${c.warning}`); }
+      log(`bench: peer ${name}: ${c.ok ? report.peers[name].version : `not available (${c.reason})`}`);
+    }
+
+    // Upstreams: separate processes, started once, shared by every peer and workload.
+    const httpUp = forkHelper(path.join(here, "lib", "upstream.mjs"), ["http"]);
+    const tcpUp = forkHelper(path.join(here, "lib", "upstream.mjs"), ["tcp"]);
+    upstreams.push(httpUp, tcpUp);
+    const [h, t] = await Promise.all([waitReady(httpUp), waitReady(tcpUp)]);
+    const env = { ...settings, tmpDir, upstream: { httpPort: h.port, tcpPort: t.port } };
+    log(`bench: upstream http 127.0.0.1:${h.port}, tcp 127.0.0.1:${t.port}; mode ${report.mode}, repeat ${repeat}, budget ${budgetSeconds}s`);
+
+    for (const w of workloads) {
+      const entry = { name: w.name, title: w.title, description: w.describe(env), metrics: w.metrics, results: {} };
+      report.workloads.push(entry);
+      const missing = w.requires(env);
+      for (const name of peerNames) {
+        const pr = report.peers[name];
+        if (missing) entry.results[name] = { skipped: true, reason: missing };
+        else if (!pr.available) entry.results[name] = { skipped: true, reason: pr.reason };
+        else if (w.proxyOnly && PEERS[name].kind === "direct") entry.results[name] = { skipped: true, reason: null };
+        else entry.results[name] = { samples: [] };
+      }
+      for (let rep = 0; rep < repeat; rep++) {
+        // Rotate the peer order between repeats so slow drift (thermal, page cache) does not favour one peer.
+        const order = peerNames.slice(rep % peerNames.length).concat(peerNames.slice(0, rep % peerNames.length));
+        for (const name of order) {
+          const r = entry.results[name];
+          if (r.skipped) continue;
+          if (elapsed() > budgetSeconds) {
+            r.samples.push({ error: `skipped: time budget of ${budgetSeconds}s exhausted` });
+            continue;
+          }
+          const label = `[${w.name}] ${name}${repeat > 1 ? ` #${rep + 1}` : ""}`;
+          let inst = null;
+          const s0 = Date.now();
+          try {
+            inst = await PEERS[name].start(ctx);
+            if (quietWait > 0) await waitQuiet(quietWait);
+            const snap0 = procSnapshot();
+            const res = await w.run(env, inst);
+            const noise = interference(snap0, procSnapshot());
+            const { detail, warnings: ws = [], ...values } = res;
+            if (noise && noise.foreignCores > FOREIGN_CPU_WARN) {
+              ws.push(`other processes used ${noise.foreignCores.toFixed(2)} cores meanwhile ` +
+                `(${noise.foreignTop.map((p) => `${p.comm} ${p.cores.toFixed(2)}`).join(", ")})`);
+            }
+            r.samples.push({ values, detail, warnings: ws, interference: noise, seconds: (Date.now() - s0) / 1000 });
+            log(`${label}: ${w.metrics.map((m) => `${m.key}=${values[m.key] == null ? "-" : Number(values[m.key]).toFixed(m.digits)}`).join(" ")}` +
+              `${ws?.length ? `  (warning: ${ws.join("; ")})` : ""}`);
+          } catch (e) {
+            keepTmp = true;
+            const more = inst?.failureContext?.() ?? "";
+            r.samples.push({ error: `${e.message}${more ? `\n${more}` : ""}` });
+            log(`${label}: ERROR ${e.message}${more ? `\n${more}` : ""}`);
+          } finally {
+            if (inst) await inst.stop();
+          }
+        }
+      }
+      for (const name of peerNames) {
+        const r = entry.results[name];
+        if (!r.skipped) r.median = aggregate(w, r.samples);
+      }
+    }
+  } finally {
+    for (const u of upstreams) await stopChild(u, 1000);
+    report.durationSeconds = elapsed();
+    report.machine.loadAvgAtEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
+    report.finishedAt = new Date().toISOString();
+    tmpHandled = true;
+    if (keepTmp) warnings.push(`peer configs and logs kept in ${tmpDir}`);
+    else rmSync(tmpDir, { recursive: true, force: true });
+  }
+
+  const md = writeReport(report, opt.out);
+  process.stdout.write(`\n${md}\n`);
+  log(`bench: wrote ${path.join(opt.out, "latest.json")} and latest.md in ${elapsed().toFixed(0)} s`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => { log(`bench: failed: ${e?.stack ?? e}`); process.exit(1); },
+);
