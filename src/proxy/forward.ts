@@ -1,5 +1,6 @@
 import http, { type IncomingMessage, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
+import { Readable } from "node:stream";
 import { formatHostPort, hostString, normaliseHost } from "../net/hostport.js";
 import { isDenyCode, type DenyCode } from "../policy/codes.js";
 import type { Decision, Host } from "../policy/types.js";
@@ -139,15 +140,14 @@ export function relayRequest(
   audit.address = tracked.address;
   const bodyless = req.method === "GET" || req.method === "HEAD" || req.method === "OPTIONS" || req.method === "DELETE";
   const hasBody = !bodyless || req.headers["content-length"] !== undefined || req.headers["transfer-encoding"] !== undefined;
-  if (hasBody) req.on("data", (chunk: Buffer) => (audit.bytes_up += chunk.length));
-  else req.resume();
+  if (!hasBody) req.resume();
 
   pool.dispatch(
     {
       path: target.path,
       method: req.method as Dispatcher.HttpMethod,
       headers,
-      body: hasBody ? req : null,
+      body: hasBody ? Readable.from(countedBody(req, audit), { objectMode: false }) : null,
       // Upgrades never take this path (the forward listener refuses them), so a plain request it is.
       upgrade: null,
     },
@@ -189,6 +189,18 @@ export function relayRequest(
     if (!res.writableFinished) abort(new Error("client went away"));
     ctx.audit.finish(audit);
   });
+}
+
+/**
+ * The request body as undici pulls it, counted for the audit log. A 'data' listener here would switch the stream
+ * to flowing mode before undici attaches its own, and every chunk that arrived with the headers (a small POST
+ * body, typically) would be counted and dropped: the upstream would get `content-length: 0`.
+ */
+async function* countedBody(req: IncomingMessage, audit: AuditRecord): AsyncGenerator<Buffer> {
+  for await (const chunk of req) {
+    audit.bytes_up += (chunk as Buffer).length;
+    yield chunk as Buffer;
+  }
 }
 
 /** undici's response headers as an object for writeHead, hop-by-hop names removed. */

@@ -14,6 +14,8 @@ export class ProxyMetrics {
   readonly reloadFailures: Counter;
   readonly decisionSeconds: Histogram;
   readonly revocations: Counter;
+  readonly leafCertificatesMinted: Counter<"purpose">;
+  readonly refusalLeavesThrottled: Counter;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -46,6 +48,17 @@ export class ProxyMetrics {
       name: "egress_decision_seconds",
       help: "Time to decide a request, including name resolution",
       buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers,
+    });
+    this.leafCertificatesMinted = new Counter({
+      name: "egress_leaf_certificates_minted_total",
+      help: "Leaf certificates signed by the interception CA, by purpose (intercept = a host with transforms, refusal = a 403 answered inside TLS)",
+      labelNames: ["purpose"],
+      registers,
+    });
+    this.refusalLeavesThrottled = new Counter({
+      name: "egress_refusal_leaves_throttled_total",
+      help: "In-TLS refusals answered by an aborted handshake because refusal certificates were minted at their rate limit",
       registers,
     });
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "egress_process_" });
