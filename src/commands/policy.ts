@@ -5,6 +5,7 @@ import { parsePolicy } from "../policy/schema.js";
 import { hostString, parseHostPort } from "../net/hostport.js";
 import { Resolver } from "../net/resolve.js";
 import { resolveTransforms } from "../live/secrets.js";
+import { describeJsonError } from "../util/json-error.js";
 
 async function load(file: string): Promise<{ ok: true; value: unknown } | { ok: false; line: string }> {
   let text: string;
@@ -16,7 +17,7 @@ async function load(file: string): Promise<{ ok: true; value: unknown } | { ok: 
   try {
     return { ok: true, value: JSON.parse(text) as unknown };
   } catch (err) {
-    return { ok: false, line: `(file): not valid JSON (${(err as Error).message})` };
+    return { ok: false, line: `(file): ${describeJsonError(err, text)}` };
   }
 }
 

@@ -8,6 +8,7 @@ import { compilePolicy, type CompiledPolicy } from "../policy/compile.js";
 import { parsePolicy } from "../policy/schema.js";
 import type { FieldError, Policy } from "../policy/types.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
+import { describeJsonError } from "../util/json-error.js";
 import { resolveTransforms, type ResolvedTransform } from "./secrets.js";
 
 /** The policy in force. Immutable: a change builds a new one and swaps the reference. */
@@ -244,7 +245,7 @@ function parseJson(text: string, source: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
-    throw new PolicyInvalidError(source, [{ field: "(file)", error: `not valid JSON (${(err as Error).message}); fix the syntax` }]);
+    throw new PolicyInvalidError(source, [{ field: "(file)", error: describeJsonError(err, text) }]);
   }
 }
 
