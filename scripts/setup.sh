@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pair in curl:curl python3:python3 openssl:openssl ip:iproute2 bwrap:bubblewrap iptables:iptables; do
+for pair in curl:curl python3:python3 openssl:openssl ip:iproute2 bwrap:bubblewrap iptables:iptables nsenter:util-linux setpriv:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair##*:}")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -3,6 +3,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runProxy } from "./commands/proxy.js";
 import { runPolicyCheck, runPolicyExplain } from "./commands/policy.js";
 import { runCa } from "./commands/ca.js";
+import { runControl } from "./commands/control.js";
 
 const USAGE = `usage:
   sandbox-egress proxy   [--listen HOST:PORT] [--transparent HOST:PORT] [--admin HOST:PORT|unix:PATH]
@@ -10,6 +11,8 @@ const USAGE = `usage:
                          [--hosts FILE] [--dns-server HOST:PORT] [--internal-allow CIDR]... [--sandbox-id ID]
                          [--log-level LEVEL] [--connect-timeout MS] [--response-timeout MS] [--idle-timeout MS]
                          [--header-timeout MS] [--max-connections N] [--max-header-size BYTES]
+  sandbox-egress control [--listen HOST:PORT] [--data-dir DIR] [--api-key-file FILE] [--hosts FILE]
+                         [--dns-server HOST:PORT] [--internal-allow CIDR]... [--upstream-ca FILE] [--log-level LEVEL]
   sandbox-egress policy check FILE
   sandbox-egress policy explain FILE HOST[:PORT] [--hosts FILE] [--dns-server HOST:PORT] [--internal-allow CIDR]...
   sandbox-egress ca init|show [--ca-dir DIR] [--force]`;
@@ -23,6 +26,8 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case "proxy":
         return await runProxy(parse(rest, PROXY_OPTIONS).values);
+      case "control":
+        return await runControl(parse(rest, CONTROL_OPTIONS).values);
       case "policy": {
         const [sub, ...args] = rest;
         if (sub === "check") {
@@ -89,6 +94,14 @@ const PROXY_OPTIONS = {
   "header-timeout": { type: "string" },
   "max-connections": { type: "string" },
   "max-header-size": { type: "string" },
+  ...RESOLUTION_OPTIONS,
+} as const satisfies Options;
+
+const CONTROL_OPTIONS = {
+  listen: { type: "string" },
+  "data-dir": { type: "string" },
+  "api-key-file": { type: "string" },
+  "log-level": { type: "string" },
   ...RESOLUTION_OPTIONS,
 } as const satisfies Options;
 
