@@ -1,9 +1,8 @@
-import { readFileSync } from "node:fs";
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { runProxy } from "./commands/proxy.js";
-import { runPolicyCheck, runPolicyExplain } from "./commands/policy.js";
-import { runCa } from "./commands/ca.js";
-import { runControl } from "./commands/control.js";
+import { UsageError } from "./commands/args.js";
+
+// Commands are imported when chosen: a sidecar proxy should not load (nor keep in memory) the control
+// module, SQLite or the OpenAPI generator, and every sandbox start pays the proxy's start-up time.
 
 const USAGE = `usage:
   sandbox-egress proxy   [--listen HOST:PORT] [--transparent HOST:PORT] [--admin HOST:PORT|unix:PATH]
@@ -17,7 +16,6 @@ const USAGE = `usage:
   sandbox-egress policy explain FILE HOST[:PORT] [--hosts FILE] [--dns-server HOST:PORT] [--internal-allow CIDR]...
   sandbox-egress ca init|show [--ca-dir DIR] [--force]`;
 
-export class UsageError extends Error {}
 
 /** Argument parsing only: each command lives in src/commands and returns an exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -25,20 +23,20 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case "proxy":
-        return await runProxy(parse(rest, PROXY_OPTIONS).values);
+        return await (await import("./commands/proxy.js")).runProxy(parse(rest, PROXY_OPTIONS).values);
       case "control":
-        return await runControl(parse(rest, CONTROL_OPTIONS).values);
+        return await (await import("./commands/control.js")).runControl(parse(rest, CONTROL_OPTIONS).values);
       case "policy": {
         const [sub, ...args] = rest;
         if (sub === "check") {
           const { positionals } = parse(args, {});
           if (positionals.length !== 1) throw new UsageError("policy check takes exactly one FILE");
-          return await runPolicyCheck(positionals[0]!);
+          return await (await import("./commands/policy.js")).runPolicyCheck(positionals[0]!);
         }
         if (sub === "explain") {
           const { values, positionals } = parse(args, EXPLAIN_OPTIONS);
           if (positionals.length !== 2) throw new UsageError("policy explain takes FILE and HOST[:PORT]");
-          return await runPolicyExplain(positionals[0]!, positionals[1]!, values);
+          return await (await import("./commands/policy.js")).runPolicyExplain(positionals[0]!, positionals[1]!, values);
         }
         throw new UsageError(`unknown policy subcommand ${sub ?? "(none)"}; use check or explain`);
       }
@@ -47,7 +45,7 @@ export async function main(argv: string[]): Promise<number> {
         if (positionals.length !== 1 || (positionals[0] !== "init" && positionals[0] !== "show")) {
           throw new UsageError("ca takes init or show");
         }
-        return await runCa(positionals[0], values);
+        return await (await import("./commands/ca.js")).runCa(positionals[0], values);
       }
       case "help":
       case "--help":
@@ -110,22 +108,3 @@ const EXPLAIN_OPTIONS = {
   "dns-server": { type: "string" },
   "internal-allow": { type: "string", multiple: true },
 } as const satisfies Options;
-
-/** A secret from FILE (trailing newline dropped) or from an environment variable. */
-export function readSecret(file: string | undefined, envName: string): string | undefined {
-  if (file) {
-    const v = readFileSync(file, "utf8").replace(/\r?\n$/, "");
-    if (!v) throw new UsageError(`${file} is empty; put the token in it`);
-    return v;
-  }
-  const env = process.env[envName];
-  return env ? env : undefined;
-}
-
-/** A positive integer flag, with the flag's name in the error. */
-export function intFlag(value: string | undefined, name: string, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer, got ${JSON.stringify(value)}`);
-  return n;
-}

@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { isLocalListen } from "../admin/http-util.js";
-import { readSecret, UsageError } from "../cli.js";
+import { readSecret, UsageError } from "./args.js";
 import { ControlServer, parseListen } from "../control/server.js";
 import { LifecycleService } from "../control/service.js";
 import { parseCidr } from "../net/cidr.js";

@@ -1,6 +1,6 @@
 import { AdminServer } from "../admin/server.js";
 import { isLocalListen } from "../admin/http-util.js";
-import { intFlag, readSecret, UsageError } from "../cli.js";
+import { intFlag, readSecret, UsageError } from "./args.js";
 import { parseCidr } from "../net/cidr.js";
 import { DEFAULT_LIMITS, type ProxyConfig } from "../proxy/config.js";
 import { EgressProxy } from "../proxy/server.js";
