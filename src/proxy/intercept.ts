@@ -13,6 +13,7 @@ import { finishRefusal, sendUpstream } from "./forward.js";
 import { filterRawHeaders, isWebSocketUpgrade } from "./headers.js";
 import { protocolErrorRaw, refusalBody, refuseRaw } from "./refusal.js";
 import type { TlsTerminator } from "./tunnel.js";
+import { withReplay } from "./replay.js";
 import { VettedHttpsAgent, type UpstreamTlsOptions } from "./upstream-tls.js";
 
 /** Source of leaf certificates for intercepted hosts (src/tls): one per host, cached. */
@@ -124,7 +125,6 @@ export class Interceptor implements TlsTerminator {
     const hostStr = hostString(host);
     // Nothing may be read (and lost) while the leaf is looked up; the TLS socket takes over the buffered bytes.
     socket.pause();
-    if (head.length > 0) socket.unshift(head);
     const meta: TunnelMeta = { host, hostStr, port, decision, sniMismatch: null };
     this.ctx.metrics.activeTunnels.inc();
     let finished = false;
@@ -157,7 +157,7 @@ export class Interceptor implements TlsTerminator {
     this.leaves.secureContextFor(hostStr).then(
       (secureContext) => {
         if (socket.destroyed) return;
-        const tlsSocket = new tls.TLSSocket(socket, {
+        const tlsSocket = new tls.TLSSocket(withReplay(socket, head), {
           isServer: true,
           secureContext,
           ALPNProtocols: ["http/1.1"],
@@ -202,7 +202,6 @@ export class Interceptor implements TlsTerminator {
 
   refuseInside(socket: Socket, replay: Buffer, serverName: string, code: DenyCode, host: string): void {
     socket.pause();
-    if (replay.length > 0) socket.unshift(replay);
     socket.on("error", () => socket.destroy());
     const context = this.refusals.refusalContextFor(serverName);
     if (context === null) {
@@ -213,7 +212,7 @@ export class Interceptor implements TlsTerminator {
     context.then(
       (secureContext) => {
         if (socket.destroyed) return;
-        const t = new tls.TLSSocket(socket, { isServer: true, secureContext, ALPNProtocols: ["http/1.1"] });
+        const t = new tls.TLSSocket(withReplay(socket, replay), { isServer: true, secureContext, ALPNProtocols: ["http/1.1"] });
         t.on("error", () => socket.destroy());
         t.once("close", () => socket.destroy());
         t.once("secure", () => {

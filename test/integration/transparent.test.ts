@@ -40,18 +40,21 @@ describe("transparent listener", () => {
 
   it("routes plain HTTP by its Host header", async () => {
     const r = await rawRequest(proxy.transparent!, `GET /via-host HTTP/1.1\r\nHost: plain.test:${up.port}\r\nConnection: close\r\n\r\n`);
+    r.socket.destroy();
     expect(r.status).toBe(200);
     expect((JSON.parse(r.body) as { url: string }).url).toBe("/via-host");
   });
 
   it("refuses a Host the policy does not allow, with the reason code", async () => {
     const r = await rawRequest(proxy.transparent!, `GET / HTTP/1.1\r\nHost: nope.test:${up.port}\r\nConnection: close\r\n\r\n`);
+    r.socket.destroy();
     expect(r.status).toBe(403);
     expect(r.headers["x-egress-denied"]).toBe("not-allowed");
   });
 
   it("refuses plain HTTP without a Host header with invalid-target", async () => {
     const r = await rawRequest(proxy.transparent!, "GET / HTTP/1.0\r\n\r\n");
+    r.socket.destroy();
     expect(r.status).toBe(400);
     expect(r.headers["x-egress-denied"]).toBe("invalid-target");
   });
@@ -67,7 +70,10 @@ describe("transparent listener", () => {
           const s = tls.connect({ host: "127.0.0.1", port: port(proxy.transparent!), servername, rejectUnauthorized: false });
           s.on("error", (e) => resolve(`error:${(e as NodeJS.ErrnoException).code ?? e.message}`));
           s.on("close", () => resolve("closed"));
-          s.on("secureConnect", () => resolve("secure"));
+          s.on("secureConnect", () => {
+            resolve("secure");
+            s.destroy(); // the audit line is written when the connection ends
+          });
         });
       await tryTls("tls.test");
       await tryTls("nope.test");
