@@ -88,4 +88,21 @@ describe("transparent listener", () => {
       server.close();
     }
   });
+
+  it("answers a denied SNI with the refusal inside TLS, signed by the proxy's CA", async () => {
+    const caPem = await (await fetch(`http://${proxy.admin}/v1/ca.pem`)).text();
+    const started = Date.now();
+    const text = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect({ host: "127.0.0.1", port: port(proxy.transparent!), servername: "nope.test", ca: caPem });
+      let out = "";
+      s.on("secureConnect", () => s.write("GET / HTTP/1.1\r\nHost: nope.test\r\n\r\n"));
+      s.on("data", (d: Buffer) => (out += d.toString()));
+      s.on("end", () => resolve(out));
+      s.on("error", reject);
+    });
+    // The peeked ClientHello is replayed into the TLS engine: no stall until a timeout.
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(text).toMatch(/^HTTP\/1.1 403/);
+    expect(text).toMatch(/X-Egress-Denied: not-allowed/i);
+  });
 });
