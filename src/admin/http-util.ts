@@ -16,7 +16,6 @@ export class HttpError extends Error {
 export async function readJson(req: IncomingMessage, maxBytes: number): Promise<unknown> {
   const declared = Number(req.headers["content-length"] ?? 0);
   if (declared > maxBytes) {
-    req.resume();
     throw new HttpError(413, "body-too-large", `The request body exceeds ${maxBytes} bytes.`);
   }
   const chunks: Buffer[] = [];

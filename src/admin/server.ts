@@ -104,14 +104,16 @@ export class AdminServer {
         return this.sendOsPolicy(res, this.ctx.store.state.policy);
       case "PATCH /policy": {
         const rules = parseOsRules(await readJson(req, max));
-        return this.osUpdate(res, patchRules(this.ctx.store.state.policy, rules));
+        const base = this.ctx.store.state;
+        return this.osUpdate(res, patchRules(base.policy, rules), base.revision);
       }
       case "DELETE /policy": {
         const targets = await readJson(req, max);
         if (!Array.isArray(targets) || !targets.every((t) => typeof t === "string")) {
           throw new HttpError(400, "invalid-request", "The body must be a JSON array of target strings.", { errors: [{ field: "(body)", error: "expected an array of strings" }] });
         }
-        return this.osUpdate(res, deleteRules(this.ctx.store.state.policy, targets as string[]));
+        const base = this.ctx.store.state;
+        return this.osUpdate(res, deleteRules(base.policy, targets as string[]), base.revision);
       }
       default:
         throw new HttpError(404, "not-found", `No route ${req.method} ${url.pathname}.`);
@@ -133,8 +135,12 @@ export class AdminServer {
     this.sendPolicy(res, result.state);
   }
 
-  private async osUpdate(res: ServerResponse, next: Policy): Promise<void> {
-    const result = await this.ctx.store.put(next);
+  /**
+   * `next` was computed from revision `base`; it is applied only if that is still the revision in force, so
+   * that two concurrent PATCHes cannot both answer 200 while the second silently drops the first one's rules.
+   */
+  private async osUpdate(res: ServerResponse, next: Policy, base: number): Promise<void> {
+    const result = await this.ctx.store.put(next, base);
     if (!result.ok) {
       if (result.status === 400) throw invalidPolicy(result.errors);
       throw new HttpError(409, "conflict", "The policy changed concurrently; retry.");
@@ -158,7 +164,13 @@ export class AdminServer {
     if (!parsed.ok) {
       return sendJson(res, 200, { allowed: false, reason: "invalid-target", rule: null, host: b.host, port: b.port ?? null, addresses: [], judged: [], message: parsed.error });
     }
-    const port = typeof b.port === "number" ? b.port : parsed.port;
+    // "host":"x:22","port":443 names two targets; answering for either would mislead whoever asked.
+    if (typeof b.port === "number" && parsed.port !== b.port) {
+      throw new HttpError(400, "invalid-request", `port: ${b.port} contradicts the port ${parsed.port} given in host; give the port once`, {
+        errors: [{ field: "port", error: "contradicts the port given in host" }],
+      });
+    }
+    const port = parsed.port;
     const d = await decideTarget(this.ctx, parsed.host, port);
     sendJson(res, 200, {
       allowed: d.allowed,
@@ -177,7 +189,10 @@ export class AdminServer {
       return;
     }
     if (err instanceof HttpError) {
-      sendJson(res, err.status, { error: { code: err.code, message: err.message, ...err.extra } });
+      // A refused or oversized request may still be sending its body: close instead of reading it all to
+      // keep the connection alive (an unauthenticated client could otherwise stream gigabytes at us).
+      const close = err.status === 401 || err.status === 413;
+      sendJson(res, err.status, { error: { code: err.code, message: err.message, ...err.extra } }, close ? { connection: "close" } : {});
       return;
     }
     // Internal messages can carry paths or values: log them, answer a fixed sentence.

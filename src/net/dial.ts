@@ -24,6 +24,8 @@ export interface DialOptions {
   signal?: AbortSignal;
   /** Default true: proxied traffic is latency-bound request/response, and the client already coalesces writes. */
   noDelay?: boolean;
+  /** Keep our side writable after the upstream's FIN (raw tunnels only). Default false. */
+  allowHalfOpen?: boolean;
 }
 
 export interface DialResult {
@@ -86,9 +88,9 @@ function connectOnce(address: string, port: number, opts: DialOptions): Promise<
         callback(new Error("dialVetted never resolves names"), "", 0);
       },
       autoSelectFamily: false,
-      // Tunnels relay a half-close (a FIN one way while the other keeps flowing); Node would otherwise end
-      // our side as soon as the upstream's FIN arrives.
-      allowHalfOpen: true,
+      // Tunnels relay a half-close (a FIN one way while the other keeps flowing), so they ask for it; a pooled
+      // HTTP connection must not: an upstream closing an idle keep-alive socket would leave ours in CLOSE-WAIT.
+      allowHalfOpen: opts.allowHalfOpen ?? false,
     });
 
     const finish = (attempt: Attempt): void => {

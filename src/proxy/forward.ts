@@ -118,6 +118,17 @@ export function relayRequest(
   audit: AuditRecord,
   upstreamTls?: UpstreamTls,
 ): void {
+  if (!req.socket.writable) {
+    // The parser rejected this message's body while the decision was pending (a bad chunk or Transfer-Encoding
+    // in the same packet as the head): the client already has its 400 and the socket is closing. Dialling now
+    // would hand the upstream the head of a message that was never valid.
+    audit.allowed = false;
+    audit.reason = "invalid-target";
+    audit.status = 400;
+    ctx.audit.finish(audit);
+    res.destroy(); // finish closing what the parser's 400 half-closed
+    return;
+  }
   const { headers, touched } = upstreamHeaders(req, target, transforms, upstreamTls ? 443 : 80);
   if (touched.length > 0) audit.transforms = touched;
   const pool = pools.get(decision.addresses, target.port, upstreamTls);

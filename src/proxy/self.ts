@@ -9,23 +9,36 @@ import type { AddressInfo } from "node:net";
  */
 export class SelfAddresses {
   private readonly pairs = new Set<string>();
+  /** Ports of listeners bound to 0.0.0.0 or ::, which answer on every local address. */
+  private readonly wildcardPorts = new Set<number>();
 
   add(info: AddressInfo | string | null): void {
     if (!info || typeof info === "string") return;
-    const wildcard = info.address === "0.0.0.0" || info.address === "::";
-    const addresses = wildcard ? localAddresses() : [info.address];
-    for (const a of addresses) this.pairs.add(`${stripMapped(a)}|${info.port}`);
+    if (info.address === "0.0.0.0" || info.address === "::") {
+      this.wildcardPorts.add(info.port);
+      for (const a of interfaceAddresses()) this.pairs.add(`${stripMapped(a)}|${info.port}`);
+      return;
+    }
+    this.pairs.add(`${stripMapped(info.address)}|${info.port}`);
   }
 
   has(address: string, port: number): boolean {
-    return this.pairs.has(`${stripMapped(address)}|${port}`);
+    const a = stripMapped(address);
+    if (this.pairs.has(`${a}|${port}`)) return true;
+    // A wildcard listener is reached through every loopback address (all of 127/8, not only the ones an
+    // interface lists), the unspecified address, and addresses added to interfaces after it started.
+    return this.wildcardPorts.has(port) && (isLoopbackOrUnspecified(a) || interfaceAddresses().includes(a));
   }
 }
 
-function localAddresses(): string[] {
-  const out = ["0.0.0.0", "::"];
-  for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) out.push(i.address);
+function interfaceAddresses(): string[] {
+  const out: string[] = [];
+  for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) out.push(stripMapped(i.address));
   return out;
+}
+
+function isLoopbackOrUnspecified(a: string): boolean {
+  return a.startsWith("127.") || a === "0.0.0.0" || a === "::1" || a === "::" || a.startsWith("0.");
 }
 
 function stripMapped(a: string): string {

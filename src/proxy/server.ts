@@ -31,6 +31,11 @@ export class EgressProxy {
   private readonly pools: UpstreamPools;
   private readonly servers: net.Server[] = [];
   private readonly clients = new Set<Socket>();
+  /**
+   * Connections answered 429 by admit(). The HTTP server has already attached its parser to them, so requests
+   * they pipeline would still be emitted; those are dropped here, never judged, dialled or forwarded.
+   */
+  private readonly refused = new WeakSet<Socket>();
   private tls: TlsTerminator | null = null;
   private addressesRef: ListenAddresses = { proxy: "" };
   private draining = false;
@@ -86,15 +91,18 @@ export class EgressProxy {
     });
     server.on("connection", (socket: Socket) => this.admit(socket));
     server.on("request", (req, res) => {
+      if (this.refused.has(req.socket)) return void req.socket.destroySoon();
       handleProxyRequest(this.ctx, this.pools, req, res).catch((err: unknown) => this.internalError(err, res));
     });
     server.on("connect", (req, socket: Socket, head: Buffer) => {
+      if (this.refused.has(socket)) return void socket.destroySoon();
       handleConnect(this.ctx, this.tls, req, socket, head).catch((err: unknown) => {
         this.ctx.log.error({ event: "internal-error", err: String(err) }, "CONNECT handler failed");
         socket.destroy();
       });
     });
     server.on("upgrade", (req, socket: Socket) => {
+      if (this.refused.has(socket)) return void socket.destroySoon();
       // Upgrades through the forward listener would bypass header hygiene; WebSockets go through CONNECT.
       req.resume();
       protocolErrorRaw(socket, 400, "upgrade-not-supported", "Use CONNECT for WebSocket and other upgraded protocols.");
@@ -103,7 +111,7 @@ export class EgressProxy {
     server.setTimeout(limits.idleTimeoutMs);
     this.servers.push(server);
     const proxyAddr = await listenOn(server, this.config.listen);
-    this.ctx.self.add(proxyAddr);
+    this.addSelf(proxyAddr);
     this.addressesRef = { proxy: formatAddress(proxyAddr) };
 
     if (this.config.transparent) {
@@ -124,7 +132,7 @@ export class EgressProxy {
       });
       this.servers.push(t, plain);
       const tAddr = await listenOn(t, this.config.transparent);
-      this.ctx.self.add(tAddr);
+      this.addSelf(tAddr);
       this.addressesRef.transparent = formatAddress(tAddr);
     }
     return this.addressesRef;
@@ -132,7 +140,17 @@ export class EgressProxy {
 
   /** Another listener of this process (the admin API) is also part of "self". */
   addSelfAddress(info: AddressInfo | string | null): void {
+    this.addSelf(info);
+  }
+
+  /**
+   * A connect() to the unspecified address reaches the local host (Linux routes 0.0.0.0 to loopback), so
+   * `0.0.0.0:PORT` is this listener too, whatever address it is bound to; recording the listener's port as a
+   * wildcard covers it (and [::]:PORT) even where `--internal-allow` exempts 0.0.0.0/8.
+   */
+  private addSelf(info: AddressInfo | string | null): void {
     this.ctx.self.add(info);
+    if (info !== null && typeof info !== "string") this.ctx.self.add({ address: "0.0.0.0", family: "IPv4", port: info.port });
   }
 
   setPaused(paused: boolean): void {
@@ -163,6 +181,7 @@ export class EgressProxy {
   private admit(socket: Socket): boolean {
     if (this.clients.size >= this.config.limits.maxConnections || this.draining) {
       socket.on("error", () => socket.destroy());
+      this.refused.add(socket);
       refuseRaw(socket, "too-many-connections", "");
       this.ctx.metrics.requests.inc({ decision: "denied", reason: "too-many-connections", kind: "connection" });
       return false;

@@ -93,7 +93,7 @@ export async function handleTransparent(
   }
   let upstream: Socket;
   try {
-    const d = await dialVetted(decision.addresses, 443, { timeoutMs: ctx.limits.connectTimeoutMs });
+    const d = await dialVetted(decision.addresses, 443, { timeoutMs: ctx.limits.connectTimeoutMs, allowHalfOpen: true });
     upstream = d.socket;
     audit.address = d.address;
   } catch (err) {

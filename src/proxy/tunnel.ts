@@ -60,7 +60,7 @@ export async function handleConnect(ctx: ProxyContext, tls: TlsTerminator | null
 
   let upstream: Socket;
   try {
-    const dialled = await dialVetted(decision.addresses, port, { timeoutMs: ctx.limits.connectTimeoutMs });
+    const dialled = await dialVetted(decision.addresses, port, { timeoutMs: ctx.limits.connectTimeoutMs, allowHalfOpen: true });
     upstream = dialled.socket;
     audit.address = dialled.address;
   } catch (err) {

@@ -36,7 +36,9 @@ export class VettedHttpsAgent extends https.Agent {
   private readonly secureContext: tls.SecureContext;
 
   constructor(roots: readonly string[]) {
-    super({ keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 64, scheduling: "lifo" });
+    // Idle upstream connections are bounded in time (an idle free socket is closed after 30 s) and in number
+    // (across all hosts), so a sandbox visiting many brokered hosts cannot pile up sockets and memory.
+    super({ keepAlive: true, keepAliveMsecs: 1000, maxFreeSockets: 64, maxTotalSockets: 1024, timeout: 30_000, scheduling: "lifo" });
     this.secureContext = tls.createSecureContext({ ca: [...roots] });
   }
 
