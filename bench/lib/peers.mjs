@@ -90,11 +90,13 @@ const sandboxEgress = {
     } catch { /* not a git checkout */ }
     return v;
   },
-  async start(ctx) {
+  // opts (from a workload's column, all optional): policy (object, default allow-all), args (extra CLI
+  // arguments, e.g. --hosts, --upstream-ca), env (added to the proxy's environment, e.g. a secret it injects).
+  async start(ctx, opts = {}) {
     const dir = path.join(ctx.tmpDir, `sandbox-egress-${Date.now()}`);
     mkdirSync(dir, { recursive: true });
     const policy = path.join(dir, "policy.json");
-    writeFileSync(policy, JSON.stringify({ mode: "allow-all" }));
+    writeFileSync(policy, JSON.stringify(opts.policy ?? { mode: "allow-all" }));
     const adminPort = await freePort();
     const logs = { stdout: path.join(dir, "stdout.log"), stderr: path.join(dir, "stderr.log") };
     const args = [
@@ -107,8 +109,10 @@ const sandboxEgress = {
       "--ca-dir", path.join(dir, "ca"),
       "--sandbox-id", "bench",
       "--log-level", ctx.logLevel ?? "warn",
+      ...(opts.args ?? []),
     ];
-    const child = spawnLogged(process.execPath, args, { stdoutFile: logs.stdout, stderrFile: logs.stderr, cwd: dir });
+    const env = opts.env ? { ...process.env, ...opts.env } : undefined;
+    const child = spawnLogged(process.execPath, args, { stdoutFile: logs.stdout, stderrFile: logs.stderr, cwd: dir, env });
     let proxyAddr;
     try {
       proxyAddr = await waitForLine(logs.stdout, (line) => {
@@ -123,7 +127,9 @@ const sandboxEgress = {
     const host = m[1].replace(/^\[|\]$/g, "");
     const port = Number(m[2]);
     await waitForPort(port, { host, child, what: "sandbox-egress" });
-    return instance("sandbox-egress", child, { host, port, logs, extra: { adminPort } });
+    // The interception CA (created on start): what a client must trust for intercepted hosts.
+    const caPath = path.join(dir, "ca", "ca.pem");
+    return instance("sandbox-egress", child, { host, port, logs, extra: { adminPort, caPath } });
   },
 };
 
@@ -194,24 +200,33 @@ const tinyproxy = {
   },
 };
 
-// Not in the default peer set: for the intercepted-HTTPS workload to come. Started as a plain forward
-// proxy; pass extra mitmdump arguments through ctx.peerArgs.mitmproxy.
+// Not in the default peer set; the `intercept` and `mint` workloads use it as the interception peer. Started as a
+// forward proxy; opts.args (from a workload's column) or ctx.peerArgs.mitmproxy add mitmdump arguments.
+// Its CA (what a client must trust) is written to confdir on first start: instance.caPath.
 const mitmproxy = {
   name: "mitmproxy",
   kind: "proxy",
   check: () => commandExists("mitmdump") ? { ok: true } : { ok: false, reason: "mitmproxy (mitmdump) not installed" },
   version: () => `${firstLine("mitmdump", ["--version"]).replace(/^Mitmproxy:\s*/, "")} (deb ${debVersion("mitmproxy")})`,
-  async start(ctx) {
+  async start(ctx, opts = {}) {
     const dir = path.join(ctx.tmpDir, `mitmproxy-${Date.now()}`);
     mkdirSync(dir, { recursive: true });
     const port = await freePort();
     const logs = { stdout: path.join(dir, "stdout.log") };
+    const confdir = path.join(dir, "conf");
     const child = spawnLogged("mitmdump", [
       "--listen-host", "127.0.0.1", "--listen-port", String(port),
-      "--set", `confdir=${path.join(dir, "conf")}`, "-q",
+      "--set", `confdir=${confdir}`, "-q",
       ...(ctx.peerArgs?.mitmproxy ?? []),
+      ...(opts.args ?? []),
     ], { stdoutFile: logs.stdout, cwd: dir });
-    return started("mitmproxy", child, port, logs, { timeoutMs: 30_000 });
+    const caPath = path.join(confdir, "mitmproxy-ca-cert.pem");
+    const inst = await started("mitmproxy", child, port, logs, { timeoutMs: 30_000, extra: { caPath } });
+    if (!existsSync(caPath)) {
+      await inst.stop();
+      throw new Error(`mitmproxy listens but wrote no CA at ${caPath}\n${tail(logs.stdout)}`);
+    }
+    return inst;
   },
 };
 

@@ -67,8 +67,8 @@ export function spawnLogged(cmd, args, { stdoutFile, stderrFile, env, cwd } = {}
 }
 
 /** Fork a bench helper (upstream server, load client) with an IPC channel. */
-export function forkHelper(modulePath, args = [], { execArgv = [] } = {}) {
-  return track(fork(modulePath, args, { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv }));
+export function forkHelper(modulePath, args = [], { execArgv = [], env } = {}) {
+  return track(fork(modulePath, args, { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv, env: env ?? process.env }));
 }
 
 /** Send a request over IPC and wait for the reply with the same id. */

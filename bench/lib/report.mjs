@@ -41,8 +41,27 @@ export function aggregate(workload, samples) {
 
 const ratio = (a, b) => (a == null || b == null || b === 0 ? null : a / b);
 
+/**
+ * Rows of a workload with its own columns (w.columns): the median per column, the workload's ratios
+ * (w.ratios = [{num, den}], column names) unless the metric says ratios: false, and the target verdict.
+ */
+export function columnRows(w) {
+  const cols = w.columns.map((c) => c.name);
+  return w.metrics.map((m) => {
+    const values = {};
+    for (const c of cols) values[c] = w.results[c]?.median?.[m.key] ?? null;
+    return {
+      key: m.key, label: m.label, better: m.better, digits: m.digits, values,
+      ratios: (w.ratios ?? []).map((q) => (m.ratios === false ? null : ratio(values[q.num], values[q.den]))),
+      target: m.target?.text ?? null,
+      pass: m.target ? m.target.check(values) : null,
+    };
+  });
+}
+
 /** One row per metric: the median per peer, the two ratios and the DESIGN.md target verdict. */
 export function tableRows(w, peers) {
+  if (w.columns) return columnRows(w);
   return w.metrics.map((m) => {
     const values = {};
     for (const p of peers) values[p] = w.results[p]?.median?.[m.key] ?? null;
@@ -61,6 +80,7 @@ function fmt(v, digits) {
   return v.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
 }
 const fmtRatio = (r) => (r == null ? "—" : `${r.toFixed(2)}×`);
+const labelOf = (w, name) => { const c = w.columns.find((x) => x.name === name); return c?.short ?? c?.label ?? name; };
 
 export function renderMarkdown(report) {
   const peers = report.peerOrder;
@@ -90,32 +110,53 @@ export function renderMarkdown(report) {
   }
   if (report.tools?.wrk) lines.push(`Load: ${report.tools.wrk}; Node clients and upstreams in separate processes.`, "");
 
+  const cellOf = (w, p, row) => {
+    const r = w.results[p];
+    if (!r || r.skipped) return "n/a";
+    if (row.values[p] == null && r.samples?.length && r.samples.every((s) => s.error)) return "error";
+    return fmt(row.values[p], row.digits);
+  };
+  const verdict = (row) => (row.target ? `${row.target}: ${row.pass == null ? "—" : row.pass ? "✅ pass" : "❌ fail"}` : "");
+  const legacy = report.workloads.filter((w) => !w.columns);
   const hdr = ["workload · metric", ...peers, `${SE}/squid`, `${SE}/direct`, "target"];
-  lines.push(`| ${hdr.join(" | ")} |`, `|${hdr.map((_, i) => (i === 0 || i === hdr.length - 1 ? "---" : "---:")).join("|")}|`);
-  for (const w of report.workloads) {
+  if (legacy.length) lines.push(`| ${hdr.join(" | ")} |`, `|${hdr.map((_, i) => (i === 0 || i === hdr.length - 1 ? "---" : "---:")).join("|")}|`);
+  for (const w of legacy) {
     for (const row of tableRows(w, peers)) {
-      const cells = peers.map((p) => {
-        const r = w.results[p];
-        if (!r || r.skipped) return "n/a";
-        if (row.values[p] == null && r.samples?.length && r.samples.every((s) => s.error)) return "error";
-        return fmt(row.values[p], row.digits);
-      });
-      const target = row.target ? `${row.target}: ${row.pass == null ? "—" : row.pass ? "✅ pass" : "❌ fail"}` : "";
+      const cells = peers.map((p) => cellOf(w, p, row));
+      const target = verdict(row);
       lines.push(`| ${w.name} · ${row.label} ${row.better === "higher" ? "↑" : "↓"} | ${cells.join(" | ")} | ` +
         `${fmtRatio(row.vsSquid)} | ${fmtRatio(row.vsDirect)} | ${target} |`);
     }
   }
-  lines.push("", "↑ higher is better, ↓ lower is better. Ratios are sandbox-egress divided by the peer, so for ↑ rows a " +
-    "ratio above 1 favours sandbox-egress and for ↓ rows a ratio below 1 does.", "");
+  if (legacy.length) {
+    lines.push("", "↑ higher is better, ↓ lower is better. Ratios are sandbox-egress divided by the peer, so for ↑ rows a " +
+      "ratio above 1 favours sandbox-egress and for ↓ rows a ratio below 1 does.", "");
+  }
+
+  // Workloads with their own columns (intercepted HTTPS vs mitmproxy, policy decision, lifecycle): one table each.
+  for (const w of report.workloads.filter((x) => x.columns)) {
+    const reps = w.repeat > 1 ? `median of ${w.repeat} runs` : "1 run";
+    lines.push(`### ${w.name}: ${w.section ?? w.title}`, "", `${w.title} (${reps}).`, "");
+    const h = ["metric", ...w.columns.map((c) => c.label), ...w.ratios.map((q) => `${labelOf(w, q.num)} ÷ ${labelOf(w, q.den)}`), "target"];
+    lines.push(`| ${h.join(" | ")} |`, `|${h.map((_, i) => (i === 0 || i === h.length - 1 ? "---" : "---:")).join("|")}|`);
+    for (const row of columnRows(w)) {
+      const cells = w.columns.map((c) => cellOf(w, c.name, row));
+      lines.push(`| ${row.label} ${row.better === "higher" ? "↑" : row.better === "lower" ? "↓" : ""} | ${cells.join(" | ")} | ` +
+        `${row.ratios.map(fmtRatio).join(" | ")}${row.ratios.length ? " | " : ""}${verdict(row)} |`);
+    }
+    lines.push("");
+  }
 
   const notes = [];
   for (const w of report.workloads) {
     notes.push(`- **${w.name}**: ${w.description}`);
-    for (const p of peers) {
+    for (const p of w.columns ? w.columns.map((c) => c.name) : peers) {
       const r = w.results[p];
       if (!r) continue;
       if (r.skipped) { if (r.reason) notes.push(`  - ${p}: not run (${r.reason})`); continue; }
+      const said = new Set();
       for (const s of r.samples) {
+        for (const n of s.notes ?? []) if (!said.has(n)) { said.add(n); notes.push(`  - ${p}: ${n}`); }
         if (s.error) notes.push(`  - ${p}: ERROR ${s.error.split("\n")[0]}`);
         for (const wmsg of s.warnings ?? []) notes.push(`  - ${p}: warning: ${wmsg}`);
       }

@@ -6,9 +6,16 @@
 //       'D' + uint64be N   server sends N bytes                                           (source)
 //       'P'                server answers 'p'                                             (ping)
 //     Commands can follow each other on one connection; an idle connection is simply held open.
+//   node upstream.mjs https CERT KEY   node:https, keep-alive, `GET *` → 200 "ok". Counts what arrived so the
+//       brokering workloads can prove the header was injected: IPC {cmd:"stats"} → {requests, injected, wrong,
+//       missing, duplicated, handshakes (TLS), hosts (distinct Host values)}; {cmd:"reset"} zeroes them;
+//       {cmd:"closeIdle"} closes every idle keep-alive connection (as a server's keep-alive timeout would).
+//       The expected value is `Bearer $BENCH_SECRET`.
 //
 // Sends {ready:true, port} over IPC once listening; exits when the parent goes away.
+import { readFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import net from "node:net";
 
 const role = process.argv[2];
@@ -90,7 +97,44 @@ function startTcp() {
   return server;
 }
 
-const server = role === "http" ? startHttp() : role === "tcp" ? startTcp() : null;
+function startHttps(certPath, keyPath) {
+  const OK = Buffer.from("ok");
+  const expected = `Bearer ${process.env.BENCH_SECRET ?? ""}`;
+  let stats;
+  const reset = () => { stats = { requests: 0, injected: 0, wrong: 0, missing: 0, duplicated: 0, handshakes: 0, hosts: new Set() }; };
+  reset();
+  const server = https.createServer({ cert: readFileSync(certPath), key: readFileSync(keyPath), ALPNProtocols: ["http/1.1"] }, (req, res) => {
+    stats.requests++;
+    const auth = [];
+    for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === "authorization") auth.push(req.rawHeaders[i + 1]);
+    if (auth.length === 0) stats.missing++;
+    else if (auth.length > 1) stats.duplicated++;
+    else if (auth[0] === expected && process.env.BENCH_SECRET) stats.injected++;
+    else stats.wrong++;
+    stats.hosts.add(req.headers.host);
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/plain", "content-length": "2" });
+      res.end(OK);
+    });
+  });
+  server.on("tlsClientError", () => {});
+  server.on("secureConnection", () => stats.handshakes++);
+  server.keepAliveTimeout = 120_000;
+  server.headersTimeout = 125_000;
+  server.requestTimeout = 0;
+  server.maxRequestsPerSocket = 0;
+  process.on("message", (m) => {
+    if (!m || !m.id) return;
+    if (m.cmd === "reset") reset();
+    if (m.cmd === "closeIdle") server.closeIdleConnections(); // what a server's keep-alive timeout would do
+    const { hosts, ...rest } = stats;
+    process.send({ id: m.id, result: { ...rest, hosts: hosts.size } });
+  });
+  return server;
+}
+
+const server = role === "http" ? startHttp() : role === "tcp" ? startTcp() : role === "https" ? startHttps(process.argv[3], process.argv[4]) : null;
 if (!server) { process.stderr.write(`upstream: unknown role ${role}\n`); process.exit(2); }
 server.maxConnections = 100_000;
 server.listen({ host: "127.0.0.1", port: 0, backlog: 4096 }, () => {

@@ -4,8 +4,11 @@
 //
 // A metric is { key, label, unit, better: "higher"|"lower", digits, proxyOnly?, target? } where
 // target = { text, check(values) → boolean|null } and values maps peer name → median value.
-// To add a workload (intercepted HTTPS vs mitmproxy, policy micro-bench, control lifecycle timings), append
-// an object to WORKLOADS; run.mjs and report.mjs need no change.
+// To add a workload, append an object to WORKLOADS; run.mjs and report.mjs need no change. Optional fields:
+// columns [{name, peer, label, options(env) → peer start options}] (its own columns and table instead of the
+// global peer list; peer null = the workload runs itself), ratios [{num, den}] (column names), section, maxRepeat
+// (caps the default repeats of a workload that repeats internally), needsHttps (start the shared HTTPS upstream),
+// and run(env, inst, column) may return notes[] besides warnings[].
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
@@ -13,6 +16,8 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { forkHelper, waitReady, ipcCall, stopChild, memOf, cpuSecondsOf } from "./proc.mjs";
 import { commandExists } from "./peers.mjs";
+import { BROKERING_WORKLOADS } from "./workloads-brokering.mjs";
+import { CONTROL_WORKLOADS } from "./workloads-control.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const MiB = 1024 * 1024;
@@ -223,4 +228,7 @@ const rss = {
   },
 };
 
-export const WORKLOADS = [http, connect, connectRate, rss];
+// Workloads with their own columns (each its own table): intercepted HTTPS vs mitmproxy, certificate minting,
+// RSS over many intercepted hosts (workloads-brokering.mjs); policy decision time, sandbox lifecycle
+// (workloads-control.mjs).
+export const WORKLOADS = [http, connect, connectRate, rss, ...BROKERING_WORKLOADS, ...CONTROL_WORKLOADS];
