@@ -130,6 +130,7 @@ export class AdminServer {
       if (result.status === 412) {
         throw new HttpError(412, "revision-mismatch", `If-Match names revision ${ifMatch}, but revision ${result.current} is in force; GET the policy and retry.`);
       }
+      if (result.status === 507) throw writeFailed(result.errno, result.current);
       throw invalidPolicy(result.errors);
     }
     this.sendPolicy(res, result.state);
@@ -143,6 +144,7 @@ export class AdminServer {
     const result = await this.ctx.store.put(next, base);
     if (!result.ok) {
       if (result.status === 400) throw invalidPolicy(result.errors);
+      if (result.status === 507) throw writeFailed(result.errno, result.current);
       throw new HttpError(409, "conflict", "The policy changed concurrently; retry.");
     }
     this.sendOsPolicy(res, result.state.policy);
@@ -205,6 +207,23 @@ function invalidPolicy(errors: readonly { field: string; error: string }[]): Htt
   const first = errors[0];
   const message = first ? `${first.field}: ${first.error}${errors.length > 1 ? ` (and ${errors.length - 1} more)` : ""}` : "invalid policy";
   return new HttpError(400, "invalid-policy", message, { errors });
+}
+
+/** The policy file could not be written. The message names the cause (errno), never the path or the policy. */
+function writeFailed(errno: string, revision: number): HttpError {
+  const why =
+    errno === "ENOSPC" || errno === "EDQUOT"
+      ? "no space left on the device"
+      : errno === "EROFS"
+        ? "the file system is read-only"
+        : errno === "EACCES" || errno === "EPERM"
+          ? "permission denied"
+          : "the write failed";
+  return new HttpError(
+    errno === "ENOSPC" || errno === "EDQUOT" ? 507 : 500,
+    "policy-write-failed",
+    `Cannot write the policy file: ${why} (${errno}). The policy in force is unchanged (revision ${revision}).`,
+  );
 }
 
 function parseIfMatch(h: string | undefined): number | undefined {

@@ -25,7 +25,9 @@ export type PrepareResult = { ok: true; policy: Policy; compiled: CompiledPolicy
 export type PutResult =
   | { ok: true; state: PolicyState }
   | { ok: false; status: 400; errors: readonly FieldError[] }
-  | { ok: false; status: 412; current: number };
+  | { ok: false; status: 412; current: number }
+  /** The policy file could not be written (disk full, read-only, ...): nothing changed. `errno` is e.g. ENOSPC. */
+  | { ok: false; status: 507; errno: string; current: number };
 
 export class PolicyInvalidError extends Error {
   constructor(readonly source: string, readonly errors: readonly FieldError[]) {
@@ -123,9 +125,25 @@ export class PolicyStore extends EventEmitter<{ change: [PolicyState] }> {
         const text = `${JSON.stringify(prepared.policy, null, 2)}\n`;
         const hash = sha256(text);
         // Record the hash first so the watcher recognises our own write and does not count it twice.
+        const previousHash = this.lastContentHash;
         this.lastContentHash = hash;
-        await writeFileAtomic(this.opts.file, text);
-        await this.persistRevision(revision, hash);
+        try {
+          await writeFileAtomic(this.opts.file, text);
+        } catch (err) {
+          // writeFileAtomic leaves the old file in place and removes its temp file: nothing changed.
+          this.lastContentHash = previousHash;
+          const errno = (err as NodeJS.ErrnoException).code ?? "EIO";
+          this.opts.metrics?.reloadFailures.inc();
+          this.opts.log.error({ event: "policy-write-failed", revision: this.stateRef.revision, errno }, "cannot write the policy file; the policy in force is unchanged");
+          return { ok: false, status: 507, errno, current: this.stateRef.revision };
+        }
+        try {
+          await this.persistRevision(revision, hash);
+        } catch (err) {
+          // The new policy is on disk: apply it. A restart that finds the revision file stale counts the changed
+          // file as one more revision, which is this one.
+          this.opts.log.warn({ event: "policy-revision-write-failed", revision, errno: (err as NodeJS.ErrnoException).code }, "cannot write the revision file");
+        }
       }
       return { ok: true, state: this.apply(revision, prepared, "admin") };
     };
