@@ -26,6 +26,11 @@ export interface DialOptions {
   noDelay?: boolean;
   /** Keep our side writable after the upstream's FIN (raw tunnels only). Default false. */
   allowHalfOpen?: boolean;
+  /**
+   * Read into a caller-owned buffer instead of a fresh allocation per read (net.connect's `onread`); the socket
+   * then emits no 'data'. Raw tunnels use it: see UpstreamRelay in src/proxy/tunnel.ts.
+   */
+  onread?: net.OnReadOpts;
 }
 
 export interface DialResult {
@@ -91,6 +96,7 @@ function connectOnce(address: string, port: number, opts: DialOptions): Promise<
       // Tunnels relay a half-close (a FIN one way while the other keeps flowing), so they ask for it; a pooled
       // HTTP connection must not: an upstream closing an idle keep-alive socket would leave ours in CLOSE-WAIT.
       allowHalfOpen: opts.allowHalfOpen ?? false,
+      ...(opts.onread ? { onread: opts.onread } : {}),
     });
 
     const finish = (attempt: Attempt): void => {

@@ -42,17 +42,38 @@ export function startAudit(kind: AuditRecord["kind"], method: string): AuditReco
   };
 }
 
+type CounterChild = ReturnType<ProxyMetrics["requests"]["labels"]>;
+
 export class Auditor {
+  /**
+   * prom-client hashes the label object on every inc(); the label sets here are few (decision × reason code ×
+   * kind), so their children are looked up once and kept.
+   */
+  private readonly requestChildren = new Map<string, CounterChild>();
+  private readonly bytesUp: CounterChild;
+  private readonly bytesDown: CounterChild;
+
   constructor(
     private readonly log: Logger,
     private readonly metrics: ProxyMetrics,
     private readonly sandbox: string | null,
-  ) {}
+  ) {
+    this.bytesUp = metrics.bytes.labels({ direction: "up" });
+    this.bytesDown = metrics.bytes.labels({ direction: "down" });
+  }
 
   finish(r: AuditRecord): void {
-    this.metrics.requests.inc({ decision: r.allowed ? "allowed" : "denied", reason: r.reason, kind: r.kind });
-    if (r.bytes_up) this.metrics.bytes.inc({ direction: "up" }, r.bytes_up);
-    if (r.bytes_down) this.metrics.bytes.inc({ direction: "down" }, r.bytes_down);
+    const decision = r.allowed ? "allowed" : "denied";
+    const key = `${decision}|${r.reason}|${r.kind}`;
+    let child = this.requestChildren.get(key);
+    if (child === undefined) {
+      child = this.metrics.requests.labels({ decision, reason: r.reason, kind: r.kind });
+      this.requestChildren.set(key, child);
+    }
+    child.inc();
+    if (r.bytes_up) this.bytesUp.inc(r.bytes_up);
+    if (r.bytes_down) this.bytesDown.inc(r.bytes_down);
+    if (!this.log.isLevelEnabled("info")) return; // level off (e.g. warn): don't even build the record
     this.log.info({
       event: "egress",
       sandbox: this.sandbox,

@@ -1,5 +1,6 @@
 import type { PolicyStore } from "../live/policy-store.js";
 import type { Resolver } from "../net/resolve.js";
+import type { CompiledPolicy } from "../policy/compile.js";
 import { decideResolving } from "../policy/decide.js";
 import type { Decision, Host } from "../policy/types.js";
 import type { Logger } from "../telemetry/logger.js";
@@ -23,13 +24,36 @@ export interface ProxyContext {
   paused: boolean;
 }
 
+/**
+ * Decisions for IP-literal targets, per compiled policy. Such a decision is a pure function of (policy, address,
+ * port): no resolver is involved, so caching it changes nothing but its cost. A new revision is a new compiled
+ * object, so a policy change starts from an empty cache (and the old one is collected with it). Names are never
+ * cached here: their answer depends on DNS and the hosts file at the time of the request.
+ */
+const ipDecisions = new WeakMap<CompiledPolicy, Map<string, Decision>>();
+const IP_DECISION_CACHE_MAX = 4096;
+
 /** Judge a target against the policy in force, resolving the name once; timed for the metrics. */
 export async function decideTarget(ctx: ProxyContext, host: Host, port: number): Promise<Decision> {
-  const started = process.hrtime.bigint();
+  const started = performance.now();
   const compiled = ctx.store.state.compiled;
-  let decision = await decideResolving(compiled, host, port, (name) => ctx.resolver.resolve(name));
+  let decision: Decision;
+  if (host.kind === "ip") {
+    let cache = ipDecisions.get(compiled);
+    if (cache === undefined) ipDecisions.set(compiled, (cache = new Map()));
+    const key = `${host.ip}|${port}`;
+    const hit = cache.get(key);
+    if (hit !== undefined) decision = hit;
+    else {
+      decision = await decideResolving(compiled, host, port, (name) => ctx.resolver.resolve(name));
+      if (cache.size >= IP_DECISION_CACHE_MAX) cache.clear();
+      cache.set(key, decision);
+    }
+  } else {
+    decision = await decideResolving(compiled, host, port, (name) => ctx.resolver.resolve(name));
+  }
   if (decision.allowed && decision.addresses.some((a) => ctx.self.has(a, port))) decision = withoutSelf(ctx, decision);
-  ctx.metrics.decisionSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+  ctx.metrics.decisionSeconds.observe((performance.now() - started) / 1e3);
   return decision;
 }
 

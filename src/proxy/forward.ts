@@ -25,6 +25,8 @@ export interface ForwardTarget {
 /** Parse an absolute-form request target (`http://host:port/path`): the only form a forward proxy accepts. */
 export function parseAbsoluteTarget(url: string | undefined): ForwardTarget | { error: string } {
   if (!url || !/^http:\/\//i.test(url)) return { error: "expected an absolute http:// URL (use CONNECT for https)" };
+  const fast = parseCommonTarget(url);
+  if (fast !== null) return fast;
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -35,6 +37,42 @@ export function parseAbsoluteTarget(url: string | undefined): ForwardTarget | { 
   if (!host.ok) return { error: host.error };
   const port = parsed.port === "" ? 80 : Number(parsed.port);
   return { host: host.host, port, path: `${parsed.pathname}${parsed.search}` || "/" };
+}
+
+/**
+ * The common case without a WHATWG URL parse per request: a path and query made only of characters the URL
+ * parser keeps as they are (no percent sign, no dot segment, nothing it would percent-encode, no empty query,
+ * no fragment), so the path is the text itself; and an authority already seen, whose host and port (a pure
+ * function of the authority text) are cached. Anything else returns null and takes the full parse above.
+ */
+const PLAIN_PATH = /^\/[A-Za-z0-9\-._~!$&()*+,;=:@/]*(?:\?[A-Za-z0-9\-._~!$&()*+,;=:@/?]+)?$/;
+const DOT_SEGMENT = /\/\.\.?(?:\/|\?|$)/;
+const authorities = new Map<string, { host: Host; port: number }>();
+const AUTHORITY_CACHE_MAX = 1024;
+
+function parseCommonTarget(url: string): ForwardTarget | null {
+  const slash = url.indexOf("/", 7);
+  if (slash < 0) return null;
+  const authority = url.slice(7, slash);
+  // A backslash is a path separator to the URL parser; '?' or '#' before the first '/' ends the authority.
+  if (authority.includes("\\") || authority.includes("?") || authority.includes("#")) return null;
+  const path = url.slice(slash);
+  if (!PLAIN_PATH.test(path) || DOT_SEGMENT.test(path)) return null;
+  let hit = authorities.get(authority);
+  if (hit === undefined) {
+    let parsed: URL;
+    try {
+      parsed = new URL(`http://${authority}/`);
+    } catch {
+      return null;
+    }
+    const host = normaliseHost(parsed.hostname);
+    if (!host.ok) return null;
+    hit = { host: host.host, port: parsed.port === "" ? 80 : Number(parsed.port) };
+    if (authorities.size >= AUTHORITY_CACHE_MAX) authorities.clear();
+    authorities.set(authority, hit);
+  }
+  return { host: hit.host, port: hit.port, path };
 }
 
 /** Forward proxy: `GET http://host/path` on the proxy listener. */
@@ -217,11 +255,16 @@ async function* countedBody(req: IncomingMessage, audit: AuditRecord): AsyncGene
 /** undici's response headers as an object for writeHead, hop-by-hop names removed. */
 function filterHeaderObject(h: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  const listed = new Set<string>();
   const conn = h.connection;
-  for (const v of Array.isArray(conn) ? conn : conn ? [conn] : []) for (const t of v.split(",")) listed.add(t.trim().toLowerCase());
-  for (const [k, v] of Object.entries(h)) {
-    if (v === undefined || HOP_BY_HOP_RESPONSE.has(k) || listed.has(k)) continue;
+  // Names listed in Connection are hop-by-hop too; most responses list only keep-alive/close, so no Set unless needed.
+  let listed: Set<string> | null = null;
+  if (conn !== undefined) {
+    listed = new Set();
+    for (const v of Array.isArray(conn) ? conn : [conn]) for (const t of v.split(",")) listed.add(t.trim().toLowerCase());
+  }
+  for (const k in h) {
+    const v = h[k];
+    if (v === undefined || HOP_BY_HOP_RESPONSE.has(k) || (listed !== null && listed.has(k))) continue;
     out[k] = v;
   }
   return out;

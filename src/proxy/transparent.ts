@@ -7,7 +7,7 @@ import { startAudit, type AuditRecord } from "./audit.js";
 import { readClientHello } from "./clienthello.js";
 import { decideTarget, type ProxyContext } from "./context.js";
 import { finishRefusal, forwardPlain } from "./forward.js";
-import { openTunnel, type TlsTerminator } from "./tunnel.js";
+import { openTunnel, UpstreamRelay, type TlsTerminator } from "./tunnel.js";
 import type { UpstreamPools } from "./upstream-pool.js";
 
 /**
@@ -92,8 +92,9 @@ export async function handleTransparent(
     return;
   }
   let upstream: Socket;
+  const relay = new UpstreamRelay();
   try {
-    const d = await dialVetted(decision.addresses, 443, { timeoutMs: ctx.limits.connectTimeoutMs, allowHalfOpen: true });
+    const d = await dialVetted(decision.addresses, 443, { timeoutMs: ctx.limits.connectTimeoutMs, allowHalfOpen: true, onread: relay.onread });
     upstream = d.socket;
     audit.address = d.address;
   } catch (err) {
@@ -101,7 +102,7 @@ export async function handleTransparent(
     return;
   }
   audit.allowed = true;
-  openTunnel(ctx, tls(), socket, upstream, host, 443, audit, { established: false, replay: buffered, peek: false });
+  openTunnel(ctx, tls(), socket, upstream, host, 443, audit, { established: false, replay: buffered, peek: false, relay });
 }
 
 async function routeByHost(ctx: ProxyContext, pools: UpstreamPools, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

@@ -1,8 +1,17 @@
+import { createRequire } from "node:module";
 import tls from "node:tls";
-import { Pool } from "undici";
+import type { Pool as PoolType } from "undici";
 import type { Socket } from "node:net";
 import { dialVetted } from "../net/dial.js";
 import type { ProxyLimits } from "./config.js";
+
+/**
+ * Only undici's Pool, not its package index: the index also loads fetch, WebSocket, EventSource, the cache and
+ * mock layers, about 9 MiB of idle RSS the proxy never uses (DESIGN.md "Performance targets": ≤ 60 MiB idle).
+ * undici has no "exports" map, so the deep path is a supported CommonJS require; the type is the index's own.
+ */
+const Pool = createRequire(import.meta.url)("undici/lib/dispatcher/pool.js") as typeof PoolType;
+type Pool = PoolType;
 
 /** TLS parameters for an upstream leg (intercepted requests): the judged host name and the roots to trust. */
 export interface UpstreamTls {
