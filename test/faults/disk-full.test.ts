@@ -246,10 +246,8 @@ describe.skipIf(cannotMount !== null)("full disk under the control module's --da
     expect((await waitForSnapshot(base, again.json.id, ["Ready", "Failed"])).status.state).toBe("Ready");
   }, 60_000);
 
-  // TODO(src/control/server.ts or src/control/routes: map SQLite's SQLITE_FULL / ENOSPC to a clear answer): with the
-  // disk full the control API answers 500 {"code":"INTERNAL_ERROR","message":"The control module failed to handle
-  // this request (request id …)."}; only the log says "database or disk is full".
-  it.fails("with the disk 100% full, the answer says the disk is full (507)", () => {
+  // SQLITE_FULL / ENOSPC are the operator's to fix: the API says so instead of a generic 500.
+  it("with the disk 100% full, the answer says the disk is full (507)", () => {
     expect(full).toBeDefined();
     expect(full!.status).toBe(507);
     expect(JSON.parse(full!.text).message).toMatch(/disk is full|no space/i);

@@ -253,6 +253,11 @@ export class Router {
       send(res, { status: STATUS_OF[err.kind], body: errorBody(family, OS_CODES[err.kind], err.message, err.errors) }, requestId);
       return;
     }
+    if (isStorageFull(err)) {
+      // A full disk is the operator's to fix, and says so; nothing was half-written (SQLite rolls back).
+      send(res, { status: 507, body: errorBody(family, "INSUFFICIENT_STORAGE", `The control module's data directory is full (no space left on the device); nothing was changed. Free space and retry (request id ${requestId}).`, []) }, requestId);
+      return;
+    }
     // Internal messages can carry paths or values: they are logged (onError), the client gets a fixed sentence.
     send(res, { status: 500, body: errorBody(family, "INTERNAL_ERROR", `The control module failed to handle this request (request id ${requestId}).`, []) }, requestId);
   }
@@ -286,4 +291,10 @@ function send(res: ServerResponse, reply: Reply, requestId: string): void {
   headers["content-length"] = Buffer.byteLength(text);
   res.writeHead(reply.status, headers);
   res.end(text);
+}
+
+/** SQLITE_FULL from better-sqlite3, or ENOSPC/EDQUOT from the file system. */
+function isStorageFull(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === "SQLITE_FULL" || code === "ENOSPC" || code === "EDQUOT";
 }
