@@ -218,15 +218,7 @@ export function relayRequest(
         res.end();
       },
       onResponseError(_c, err: Error & { code?: string }) {
-        if (!res.headersSent) {
-          const code: DenyCode = err.code && isDenyCode(err.code) ? err.code : mapUpstreamError(err.code);
-          audit.allowed = false;
-          audit.reason = code;
-          refuse(res, code, hostString(target.host));
-          audit.status = res.statusCode;
-        } else {
-          res.destroy();
-        }
+        answerUpstreamFailure(res, audit, err.code && isDenyCode(err.code) ? err.code : mapUpstreamError(err.code), target.host);
       },
     },
   );
@@ -349,15 +341,7 @@ export function sendUpstream(
 
   upstream.on("error", (err: Error & { code?: string }) => {
     clearTimeout(timer);
-    if (!res.headersSent) {
-      const code: DenyCode = err.code && isDenyCode(err.code) ? err.code : mapSocketError(err.code);
-      audit.allowed = false;
-      audit.reason = code;
-      refuse(res, code, hostString(target.host));
-      audit.status = res.statusCode;
-    } else {
-      res.destroy();
-    }
+    answerUpstreamFailure(res, audit, err.code && isDenyCode(err.code) ? err.code : mapSocketError(err.code), target.host);
   });
 
   const done = (): void => {
@@ -382,6 +366,18 @@ function mapSocketError(code: string | undefined): DenyCode {
     return "upstream-tls-failed";
   }
   return "upstream-connect-failed";
+}
+
+/** An upstream failure: a refusal with its code while nothing was sent to the client, else a cut connection. */
+function answerUpstreamFailure(res: ServerResponse, audit: AuditRecord, code: DenyCode, host: Host): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  audit.allowed = false;
+  audit.reason = code;
+  refuse(res, code, hostString(host));
+  audit.status = res.statusCode;
 }
 
 export function finishRefusal(ctx: ProxyContext, audit: AuditRecord, res: ServerResponse, code: DenyCode, host: string): void {
