@@ -1,5 +1,6 @@
 // Machine info, aggregation (median over repeats) and the JSON / markdown outputs.
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { renderSvg } from "./chart.mjs";
 import os from "node:os";
 import path from "node:path";
 
@@ -178,5 +179,6 @@ export function writeReport(report, outDir) {
   const md = renderMarkdown(report);
   writeFileSync(path.join(outDir, "latest.json"), toJson(report) + "\n");
   writeFileSync(path.join(outDir, "latest.md"), md);
+  writeFileSync(path.join(outDir, "latest.svg"), renderSvg(report));
   return md;
 }
