@@ -284,12 +284,7 @@ export class Store {
       where.push("EXISTS (SELECT 1 FROM json_each(sandboxes.metadata) AS m WHERE m.key = ? AND m.value = ?)");
       args.push(k, v);
     }
-    const clause = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
-    const total = (this.db.prepare(`SELECT COUNT(*) AS n FROM sandboxes ${clause}`).get(...args) as { n: number }).n;
-    const rows = this.db
-      .prepare(`SELECT * FROM sandboxes ${clause} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?`)
-      .all(...args, f.pageSize, (f.page - 1) * f.pageSize) as RawSandbox[];
-    return { items: rows.map(sandboxFromRaw), totalItems: total };
+    return this.page("sandboxes", where, args, f, sandboxFromRaw);
   }
 
   /**
@@ -424,12 +419,23 @@ export class Store {
       where.push(`state IN (${f.states.map(() => "?").join(",")})`);
       args.push(...f.states);
     }
+    return this.page("snapshots", where, args, f, snapshotFromRaw);
+  }
+
+  /** One page of a filtered list, newest first, with the total count under the same filter. */
+  private page<Raw, T>(
+    table: "sandboxes" | "snapshots",
+    where: readonly string[],
+    args: readonly unknown[],
+    f: { page: number; pageSize: number },
+    map: (raw: Raw) => T,
+  ): { items: T[]; totalItems: number } {
     const clause = where.length > 0 ? `WHERE ${where.join(" AND ")}` : "";
-    const total = (this.db.prepare(`SELECT COUNT(*) AS n FROM snapshots ${clause}`).get(...args) as { n: number }).n;
+    const total = (this.db.prepare(`SELECT COUNT(*) AS n FROM ${table} ${clause}`).get(...args) as { n: number }).n;
     const rows = this.db
-      .prepare(`SELECT * FROM snapshots ${clause} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?`)
-      .all(...args, f.pageSize, (f.page - 1) * f.pageSize) as RawSnapshot[];
-    return { items: rows.map(snapshotFromRaw), totalItems: total };
+      .prepare(`SELECT * FROM ${table} ${clause} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?`)
+      .all(...args, f.pageSize, (f.page - 1) * f.pageSize) as Raw[];
+    return { items: rows.map(map), totalItems: total };
   }
 
   transitionSnapshot(

@@ -32,15 +32,8 @@ export function osSandbox(row: SandboxRow): Record<string, unknown> {
 
 /** CreateSandboxResponse: OpenSandbox leaves the startup source out of it. */
 export function osCreated(row: SandboxRow): Record<string, unknown> {
-  return {
-    id: row.id,
-    status: status(row),
-    metadata: row.metadata,
-    entrypoint: row.entrypoint,
-    ...(row.expiresAt !== null ? { expiresAt: row.expiresAt } : {}),
-    createdAt: row.createdAt,
-    networkPolicy: shownPolicy(row.policy),
-  };
+  const { image: _image, snapshotId: _snapshotId, ...rest } = osSandbox(row);
+  return rest;
 }
 
 export function osSnapshot(row: SnapshotRow): Record<string, unknown> {
