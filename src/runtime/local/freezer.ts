@@ -41,7 +41,8 @@ export interface Freezer {
 }
 
 const GROUP = "sandbox-egress";
-const FREEZE_TIMEOUT_MS = 5_000;
+// Generous: under heavy I/O a process can sit in uninterruptible sleep before a pending stop takes effect.
+const FREEZE_TIMEOUT_MS = 12_000;
 
 export class FreezerError extends Error {}
 
@@ -266,7 +267,7 @@ export class SignalFreezer implements Freezer {
       let pending = 0;
       for (const pid of await this.members(t)) {
         const st = await readStat(pid);
-        if (!st || st.state === "T" || st.state === "Z") continue;
+        if (!st || st.state === "T" || st.state === "t" || st.state === "Z" || st.state === "X") continue;
         pending++;
         try {
           process.kill(pid, "SIGSTOP");
