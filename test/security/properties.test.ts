@@ -13,6 +13,7 @@ import type net from "node:net";
 import { Duplex, PassThrough } from "node:stream";
 import tls from "node:tls";
 import fc from "fast-check";
+import { runs } from "../helpers/runs.js";
 import { beforeAll, describe, expect, it } from "vitest";
 import { cidrContains, parseCidr, type Cidr } from "../../src/net/cidr.js";
 import { classifyAddress, embeddedIPv4, INTERNAL_RANGES } from "../../src/net/classify.js";
@@ -31,7 +32,8 @@ import { SelfAddresses } from "../../src/proxy/self.js";
 // Host spellings an attacker would try
 
 const ALPHA = "abcdefghijklmnopqrstuvwxyz0123456789";
-const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?$/);
+// "xn--" labels are ACE (punycode) labels, valid only if they decode: excluded here, IDN has its own cases.
+const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?$/).filter((l) => !l.startsWith("xn--"));
 const name = fc.array(label, { minLength: 1, maxLength: 4 }).map((ls) => [...ls, "example", "com"].join("."));
 
 /** Full-width forms (U+FF10.., U+FF41..) that UTS #46 maps back to ASCII. */
@@ -98,7 +100,7 @@ describe("host parsing properties", () => {
         expect(normaliseHost(hostString(r.host))).toEqual(r);
         expect(canonicaliseHost(r.host)).toEqual(r.host);
       }),
-      { numRuns: 3000 },
+      runs(3000),
     );
   });
 
@@ -107,7 +109,7 @@ describe("host parsing properties", () => {
       fc.property(inetAton, ({ value, spelling }) => {
         expect(normaliseHost(spelling)).toEqual({ ok: true, host: { kind: "ip", ip: formatIPv4(BigInt(value)), family: 4 } });
       }),
-      { numRuns: 2000 },
+      runs(2000),
     );
   });
 
@@ -119,7 +121,7 @@ describe("host parsing properties", () => {
         const text = `[::ffff:${dotted ? quad : hex}]`;
         expect(normaliseHost(upper ? text.toUpperCase() : text)).toEqual({ ok: true, host: { kind: "ip", ip: quad, family: 4 } });
       }),
-      { numRuns: 1000 },
+      runs(1000),
     );
   });
 
@@ -142,7 +144,7 @@ describe("host parsing properties", () => {
         expect(canonicaliseHost(r.host)).toEqual(r.host);
         expect(hostString(r.host)).not.toMatch(/[%@/\\\s]/);
       }),
-      { numRuns: 4000 },
+      runs(4000),
     );
   });
 });
@@ -245,7 +247,7 @@ describe("ClientHello parser properties", () => {
         slowest = Math.max(slowest, performance.now() - started);
         wellFormed(r);
       }),
-      { numRuns: 3000 },
+      runs(3000),
     );
     // Linear in its (capped) input: no mutation makes one parse take long. Generous for a loaded CI box.
     expect(slowest).toBeLessThan(100);
@@ -270,7 +272,7 @@ describe("ClientHello parser properties", () => {
           wellFormed(parseClientHello(Buffer.concat(out)));
         },
       ),
-      { numRuns: 1500 },
+      runs(1500),
     );
   });
 
@@ -298,7 +300,7 @@ describe("ClientHello parser properties", () => {
         expect(sent.subarray(0, buffered.length).equals(buffered)).toBe(true);
         if (result.status !== "incomplete") expect(result).toEqual(parseClientHello(buffered));
       }),
-      { numRuns: 60 },
+      runs(60),
     );
   });
 });
@@ -349,11 +351,11 @@ function checkParse(input: unknown): void {
 
 describe("policy schema properties", () => {
   it("parsePolicy never throws on arbitrary JSON values", () => {
-    fc.assert(fc.property(fc.jsonValue({ maxDepth: 6 }), checkParse), { numRuns: 2000 });
+    fc.assert(fc.property(fc.jsonValue({ maxDepth: 6 }), checkParse), runs(2000));
   });
 
   it("parsePolicy never throws on policy-shaped objects, and whatever it accepts compiles and is a fixed point", () => {
-    fc.assert(fc.property(policyLike, checkParse), { numRuns: 3000 });
+    fc.assert(fc.property(policyLike, checkParse), runs(3000));
   });
 
   it("parsePolicy never throws on mutated JSON text of the shipped example policies", () => {
@@ -372,7 +374,7 @@ describe("policy schema properties", () => {
         }
         checkParse(value);
       }),
-      { numRuns: 2000 },
+      runs(2000),
     );
   });
 });
@@ -492,7 +494,7 @@ describe("address safety properties", () => {
           }
         }
       }),
-      { numRuns: 5000 },
+      runs(5000),
     );
   });
 
@@ -513,7 +515,7 @@ describe("address safety properties", () => {
           }
         }
       }),
-      { numRuns: 3000 },
+      runs(3000),
     );
   });
 
@@ -550,7 +552,7 @@ describe("address safety properties", () => {
         const other = await decideTarget(ctx, h.host, port === 65535 ? 1 : port + 1);
         expect(other.allowed).toBe(true);
       }),
-      { numRuns: 1000 },
+      runs(1000),
     );
   });
 
@@ -565,7 +567,7 @@ describe("address safety properties", () => {
         expect(h.host).toEqual({ kind: "name", name: canonical });
         expect(compiled.decideName(h.host, 443)).toMatchObject({ verdict: "deny", reason: "domain-denied" });
       }),
-      { numRuns: 2000 },
+      runs(2000),
     );
   });
 });

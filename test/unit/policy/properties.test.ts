@@ -1,4 +1,5 @@
 import fc from "fast-check";
+import { runs } from "../../helpers/runs.js";
 import { describe, expect, it } from "vitest";
 import { cidrContains, parseCidr, type Cidr } from "../../../src/net/cidr.js";
 import { classifyAddress, embeddedIPv4, INTERNAL_RANGES } from "../../../src/net/classify.js";
@@ -31,7 +32,7 @@ describe("host normalisation properties", () => {
         if (!r.ok) return;
         expect(normaliseHost(hostString(r.host))).toEqual(r);
       }),
-      { numRuns: 2000 },
+      runs(2000),
     );
   });
 
@@ -47,7 +48,7 @@ describe("host normalisation properties", () => {
         if (!r.ok) return;
         expect(parseHostPort(formatHostPort(r.host, r.port))).toEqual(r);
       }),
-      { numRuns: 2000 },
+      runs(2000),
     );
   });
 
@@ -142,7 +143,7 @@ describe("address safety properties", () => {
           }
         },
       ),
-      { numRuns: 3000 },
+      runs(3000),
     );
   });
 
@@ -191,7 +192,7 @@ describe("decide is total", () => {
           c.judgeAddress(other, c.decideName(host, port), port);
         },
       ),
-      { numRuns: 3000 },
+      runs(3000),
     );
   });
 });
@@ -248,7 +249,7 @@ describe("name index", () => {
         const rules = [...allow.map((s) => ({ p: parse(s), action: "allow" as const })), ...deny.map((s) => ({ p: parse(s), action: "deny" as const }))];
         expect(c.decideName({ kind: "name", name }, port).verdict).toBe(naiveVerdict(rules, name, port));
       }),
-      { numRuns: 3000 },
+      runs(3000),
     );
   });
 });

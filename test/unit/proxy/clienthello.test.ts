@@ -3,6 +3,7 @@ import net from "node:net";
 import { Duplex, PassThrough } from "node:stream";
 import tls from "node:tls";
 import fc from "fast-check";
+import { runs } from "../../helpers/runs.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAX_CLIENT_HELLO_BYTES, parseClientHello, readClientHello } from "../../../src/proxy/clienthello.js";
 
@@ -310,7 +311,7 @@ describe("parseClientHello properties", () => {
   it("never throws on random bytes, and any ok it gives is well formed", () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 20_000 }), (bytes) => wellFormed(parseClientHello(Buffer.from(bytes)))),
-      { numRuns: 2000 },
+      runs(2000),
     );
   });
 
@@ -320,7 +321,7 @@ describe("parseClientHello properties", () => {
         const framed = Buffer.concat([Buffer.from([22, 3, 1]), u16(len), Buffer.from([1]), Buffer.from(bytes)]);
         wellFormed(parseClientHello(framed));
       }),
-      { numRuns: 2000 },
+      runs(2000),
     );
   });
 
@@ -334,7 +335,7 @@ describe("parseClientHello properties", () => {
           wellFormed(parseClientHello(bytes));
         },
       ),
-      { numRuns: 3000 },
+      runs(3000),
     );
   });
 
@@ -347,7 +348,7 @@ describe("parseClientHello properties", () => {
         const prefix = bytes.subarray(0, cut % bytes.length);
         expect(parseClientHello(prefix)).toEqual({ status: "incomplete" });
       }),
-      { numRuns: 1000 },
+      runs(1000),
     );
   });
 });
