@@ -172,7 +172,12 @@ export function relayRequest(
   const pool = pools.get(decision.addresses, target.port, upstreamTls);
   let controller: DispatchController | null = null;
   let finished = false;
+  // Set before the request is aborted: an abort reports back through onResponseError synchronously, and a
+  // request the proxy cut on purpose is closed, not answered as if the upstream had failed.
+  let abortedBy: Error | null = null;
   const abort = (err: Error): void => {
+    abortedBy ??= err;
+    // Still queued in the pool (no controller yet): onRequestStart aborts it before a byte is written.
     if (controller && !controller.aborted) controller.abort(err);
   };
   const tracked = {
@@ -203,6 +208,7 @@ export function relayRequest(
     {
       onRequestStart(c) {
         controller = c;
+        if (abortedBy !== null) c.abort(abortedBy);
       },
       onResponseStart(c, statusCode, responseHeaders, statusMessage) {
         audit.status = statusCode;
@@ -218,6 +224,10 @@ export function relayRequest(
         res.end();
       },
       onResponseError(_c, err: Error & { code?: string }) {
+        if (abortedBy !== null) {
+          res.destroy();
+          return;
+        }
         answerUpstreamFailure(res, audit, err.code && isDenyCode(err.code) ? err.code : mapUpstreamError(err.code), target.host);
       },
     },
