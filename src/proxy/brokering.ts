@@ -40,7 +40,7 @@ export async function installBrokering(
   const refusals = new RefusalLeaves(new CountedLeaves(new LeafCertificates(ca, { max: limits.max }), metrics, "refusal"), limits, () =>
     metrics.refusalLeavesThrottled.inc(),
   );
-  const interceptor = new Interceptor(proxy.ctx, leaves, refusals, upstreamRoots(config.upstreamCa));
+  const interceptor = new Interceptor(proxy.ctx, proxy.pools, leaves, refusals, upstreamRoots(config.upstreamCa));
   proxy.setTlsTerminator(interceptor);
   return { caPem: ca.certPem, close: () => interceptor.close() };
 }

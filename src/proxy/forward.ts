@@ -1,5 +1,4 @@
-import http, { type IncomingMessage, type ServerResponse } from "node:http";
-import type { Socket } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { formatHostPort, hostString, normaliseHost } from "../net/hostport.js";
 import { isDenyCode, type DenyCode } from "../policy/codes.js";
@@ -9,9 +8,9 @@ import { startAudit, type AuditRecord } from "./audit.js";
 import { decideTarget, type ProxyContext } from "./context.js";
 import { filterRawHeaders } from "./headers.js";
 import { refuse } from "./refusal.js";
-import type { VettedRequestOptions } from "./vetted-agent.js";
 import type { Dispatcher } from "undici";
-import type { UpstreamPools, UpstreamTls } from "./upstream-pool.js";
+import type { UpstreamPools } from "./upstream-pool.js";
+import type { UpstreamTls } from "./upstream-tls.js";
 
 type DispatchController = Dispatcher.DispatchController;
 
@@ -130,15 +129,9 @@ export async function forwardPlain(
 
 /** Request headers for the upstream: hop-by-hop and transform-stripped names dropped, Host from the target, injections last. */
 export function upstreamHeaders(req: IncomingMessage, target: ForwardTarget, transforms: readonly ResolvedTransform[], defaultPort: number): { headers: string[]; touched: string[] } {
-  const drop = new Set<string>();
-  for (const t of transforms) {
-    for (const name of t.strip) drop.add(name);
-    for (const name of t.inject.keys()) drop.add(name);
-  }
-  const headers = filterRawHeaders(req.rawHeaders, { drop });
+  const { headers, names } = applyTransforms(filterRawHeaders(req.rawHeaders), transforms);
   headers.unshift("host", hostHeader(target.host, target.port, defaultPort));
-  for (const t of transforms) for (const [name, value] of t.inject) headers.push(name, value);
-  return { headers, touched: [...drop] };
+  return { headers, touched: names };
 }
 
 /**
@@ -279,103 +272,9 @@ function mapUpstreamError(code: string | undefined): DenyCode {
   return "upstream-connect-failed";
 }
 
-/**
- * Send the request to the vetted address and relay the response. Used for plain http here and, with a TLS
- * agent, for intercepted requests.
- */
-export function sendUpstream(
-  ctx: ProxyContext,
-  agent: http.Agent,
-  req: IncomingMessage,
-  res: ServerResponse,
-  target: ForwardTarget,
-  decision: Decision,
-  transforms: readonly ResolvedTransform[],
-  audit: AuditRecord,
-  extra: Partial<VettedRequestOptions> & { request?: typeof http.request; servername?: string } = {},
-): void {
-  const { request = http.request, ...tlsExtra } = extra;
-  const transformed = applyTransforms(filterRawHeaders(req.rawHeaders), transforms);
-  const headers = transformed.headers;
-  headers.unshift("Host", hostHeader(target.host, target.port, request === http.request ? 80 : 443));
-  if (transformed.names.length > 0) audit.transforms = transformed.names;
-
-  const options: VettedRequestOptions = {
-    host: decision.addresses[0],
-    port: target.port,
-    method: req.method,
-    path: target.path,
-    headers: headers as unknown as http.OutgoingHttpHeaders,
-    agent,
-    vetted: decision.addresses,
-    connectTimeoutMs: ctx.limits.connectTimeoutMs,
-    ...tlsExtra,
-  };
-  const upstream = request(options);
-  let finished = false;
-  const tracked = {
-    host: target.host,
-    port: target.port,
-    address: null as string | null,
-    revoke: () => {
-      ctx.metrics.revocations.inc();
-      upstream.destroy();
-      res.destroy();
-    },
-  };
-  const untrack = ctx.registry.add(tracked);
-  const timer = setTimeout(() => upstream.destroy(Object.assign(new Error("response timeout"), { code: "upstream-timeout" })), ctx.limits.responseTimeoutMs);
-  timer.unref();
-
-  upstream.on("socket", (socket: Socket) => {
-    const onConnect = (): void => {
-      tracked.address = socket.remoteAddress ?? null;
-      audit.address = tracked.address;
-    };
-    if (socket.remoteAddress) onConnect();
-    else socket.once("connect", onConnect);
-  });
-
-  req.on("data", (chunk: Buffer) => (audit.bytes_up += chunk.length));
-  req.pipe(upstream);
-
-  upstream.on("response", (up: IncomingMessage) => {
-    clearTimeout(timer);
-    audit.status = up.statusCode ?? 502;
-    const outHeaders = filterRawHeaders(up.rawHeaders);
-    res.writeHead(up.statusCode ?? 502, up.statusMessage, outHeaders as unknown as http.OutgoingHttpHeaders);
-    up.on("data", (chunk: Buffer) => (audit.bytes_down += chunk.length));
-    up.pipe(res);
-    up.on("error", () => res.destroy());
-  });
-
-  upstream.on("error", (err: Error & { code?: string }) => {
-    clearTimeout(timer);
-    answerUpstreamFailure(res, audit, err.code && isDenyCode(err.code) ? err.code : mapSocketError(err.code), target.host);
-  });
-
-  const done = (): void => {
-    if (finished) return;
-    finished = true;
-    clearTimeout(timer);
-    untrack();
-    if (!res.writableFinished) upstream.destroy();
-    ctx.audit.finish(audit);
-  };
-  res.on("close", done);
-}
-
 /** `Host` from the request target; the default port is left out as clients do (RFC 9110 §7.2). */
 function hostHeader(host: Host, port: number, defaultPort: number): string {
   return port === defaultPort ? formatHostPort(host, port).replace(/:\d+$/, "") : formatHostPort(host, port);
-}
-
-function mapSocketError(code: string | undefined): DenyCode {
-  if (code === "ETIMEDOUT" || code === "ESOCKETTIMEDOUT") return "upstream-timeout";
-  if (code === "CERT_HAS_EXPIRED" || code?.startsWith("ERR_TLS") || code?.includes("CERT") || code?.includes("SIGNATURE")) {
-    return "upstream-tls-failed";
-  }
-  return "upstream-connect-failed";
 }
 
 /** An upstream failure: a refusal with its code while nothing was sent to the client, else a cut connection. */

@@ -1,5 +1,4 @@
 import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
-import https from "node:https";
 import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import type { Socket } from "node:net";
@@ -9,12 +8,13 @@ import type { Decision, Host } from "../policy/types.js";
 import { applyTransforms, type ResolvedTransform } from "../live/secrets.js";
 import { startAudit, type AuditRecord } from "./audit.js";
 import type { ProxyContext } from "./context.js";
-import { finishRefusal, sendUpstream } from "./forward.js";
+import { finishRefusal, relayRequest } from "./forward.js";
 import { filterRawHeaders, isWebSocketUpgrade } from "./headers.js";
 import { protocolErrorRaw, refusalBody, refuseRaw } from "./refusal.js";
 import type { TlsTerminator } from "./tunnel.js";
 import { withReplay } from "./replay.js";
-import { VettedHttpsAgent, type UpstreamTlsOptions } from "./upstream-tls.js";
+import type { UpstreamPools } from "./upstream-pool.js";
+import { connectVettedTls, upstreamContext, type UpstreamTls } from "./upstream-tls.js";
 
 /** Source of leaf certificates for intercepted hosts (src/tls): one per host, cached. */
 export interface LeafSource {
@@ -50,15 +50,17 @@ type Checked = { ok: true; meta: TunnelMeta; path: string } | { ok: false; code:
 export class Interceptor implements TlsTerminator {
   private readonly server: http.Server;
   private readonly meta = new WeakMap<Duplex, TunnelMeta>();
-  private readonly agent: VettedHttpsAgent;
+  /** The roots upstream certificates are verified against, parsed once. */
+  private readonly upstreamContext: ReturnType<typeof upstreamContext>;
 
   constructor(
     private readonly ctx: ProxyContext,
+    private readonly pools: UpstreamPools,
     private readonly leaves: LeafSource,
     private readonly refusals: RefusalLeafSource,
     roots: readonly string[],
   ) {
-    this.agent = new VettedHttpsAgent(roots);
+    this.upstreamContext = upstreamContext(roots);
     this.server = http.createServer({
       maxHeaderSize: ctx.limits.maxHeaderBytes,
       headersTimeout: ctx.limits.headerTimeoutMs,
@@ -116,7 +118,6 @@ export class Interceptor implements TlsTerminator {
   }
 
   close(): void {
-    this.agent.destroy();
     this.server.close();
     this.server.closeAllConnections();
   }
@@ -289,11 +290,12 @@ export class Interceptor implements TlsTerminator {
     audit.allowed = true;
     audit.reason = c.meta.decision.reason;
     audit.rule = c.meta.decision.rule;
-    const tlsOptions: Partial<UpstreamTlsOptions> & { request: typeof http.request } = {
-      request: https.request as unknown as typeof http.request,
-      servername: c.meta.host.kind === "name" ? c.meta.hostStr : undefined,
-    };
-    sendUpstream(this.ctx, this.agent, req, res, { host: c.meta.host, port: c.meta.port, path: c.path }, c.meta.decision, this.transforms(c.meta), audit, tlsOptions);
+    const meta = c.meta;
+    relayRequest(this.ctx, this.pools, req, res, { host: meta.host, port: meta.port, path: c.path }, meta.decision, this.transforms(meta), audit, this.upstreamTls(meta));
+  }
+
+  private upstreamTls(meta: TunnelMeta): UpstreamTls {
+    return { host: meta.hostStr, isName: meta.host.kind === "name", context: this.upstreamContext };
   }
 
   /**
@@ -331,18 +333,22 @@ export class Interceptor implements TlsTerminator {
     audit.allowed = true;
     audit.reason = meta.decision.reason;
     audit.rule = meta.decision.rule;
-    const options: UpstreamTlsOptions = {
+    // One connection of its own (it becomes a raw pipe after the 101), dialled and verified like every other
+    // upstream TLS leg before a byte of the upgrade request leaves.
+    const up = http.request({
       host: meta.decision.addresses[0],
       port: meta.port,
       method: req.method,
       path: c.path,
       headers: headers as unknown as http.OutgoingHttpHeaders,
-      agent: this.agent,
-      servername: meta.host.kind === "name" ? meta.hostStr : undefined,
-      vetted: meta.decision.addresses,
-      connectTimeoutMs: this.ctx.limits.connectTimeoutMs,
-    };
-    const up = https.request(options as https.RequestOptions);
+      createConnection: (_opts, callback) => {
+        connectVettedTls(meta.decision.addresses, meta.port, this.upstreamTls(meta), this.ctx.limits.connectTimeoutMs).then(
+          ({ socket }) => callback(null, socket),
+          (err: Error) => callback(err, undefined as unknown as Socket),
+        );
+        return undefined;
+      },
+    });
     let upSocket: Socket | null = null;
     const untrack = this.ctx.registry.add({
       host: meta.host,

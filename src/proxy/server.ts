@@ -28,7 +28,8 @@ export interface ListenAddresses {
  */
 export class EgressProxy {
   readonly ctx: ProxyContext;
-  private readonly pools: UpstreamPools;
+  /** Upstream connection pools, shared by the forward, transparent and intercepting paths. */
+  readonly pools: UpstreamPools;
   private readonly servers: net.Server[] = [];
   private readonly clients = new Set<Socket>();
   /**

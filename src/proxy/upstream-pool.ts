@@ -1,9 +1,8 @@
 import { createRequire } from "node:module";
-import tls from "node:tls";
 import type { Pool as PoolType } from "undici";
-import type { Socket } from "node:net";
 import { dialVetted } from "../net/dial.js";
 import type { ProxyLimits } from "./config.js";
+import { connectVettedTls, type UpstreamTls } from "./upstream-tls.js";
 
 /**
  * Only undici's Pool, not its package index: the index also loads fetch, WebSocket, EventSource, the cache and
@@ -12,12 +11,6 @@ import type { ProxyLimits } from "./config.js";
  */
 const Pool = createRequire(import.meta.url)("undici/lib/dispatcher/pool.js") as typeof PoolType;
 type Pool = PoolType;
-
-/** TLS parameters for an upstream leg (intercepted requests): the judged host name and the roots to trust. */
-export interface UpstreamTls {
-  servername: string | undefined;
-  roots: readonly string[];
-}
 
 /**
  * undici connection pools keyed by the vetted address list (and TLS name): a pool can only ever dial the
@@ -35,7 +28,8 @@ export class UpstreamPools {
   }
 
   get(addresses: readonly string[], port: number, upstreamTls?: UpstreamTls): Pool {
-    const key = `${upstreamTls ? `tls:${upstreamTls.servername ?? ""}` : "tcp"}|${port}|${addresses.join(",")}`;
+    // A connection verified for one name is never reused for another: the TLS host is part of the key.
+    const key = `${upstreamTls ? `tls:${upstreamTls.host}` : "tcp"}|${port}|${addresses.join(",")}`;
     const hit = this.pools.get(key);
     if (hit) {
       hit.lastUsed = Date.now();
@@ -51,11 +45,9 @@ export class UpstreamPools {
       bodyTimeout: this.limits.idleTimeoutMs,
       keepAliveTimeout: 4_000,
       connect: (_opts, callback) => {
-        dialVetted(vetted, port, { timeoutMs: connectTimeoutMs }).then(
-          ({ socket }) => {
-            if (!upstreamTls) return callback(null, socket);
-            secure(socket, upstreamTls, callback);
-          },
+        const connected = upstreamTls ? connectVettedTls(vetted, port, upstreamTls, connectTimeoutMs) : dialVetted(vetted, port, { timeoutMs: connectTimeoutMs });
+        connected.then(
+          ({ socket }) => callback(null, socket),
           (err: Error) => callback(err, null),
         );
       },
@@ -82,30 +74,6 @@ export class UpstreamPools {
       closed++;
     }
   }
-}
-
-/**
- * TLS to the upstream with the judged name as SNI and for verification; the handshake (and so the
- * certificate check) completes before undici writes a byte of the request. ALPN offers http/1.1 only.
- */
-function secure(socket: Socket, t: UpstreamTls, callback: (...args: [null, Socket] | [Error, null]) => void): void {
-  const s = tls.connect({
-    socket,
-    servername: t.servername,
-    ca: t.roots as string[],
-    ALPNProtocols: ["http/1.1"],
-    rejectUnauthorized: true,
-  });
-  const fail = (err: Error & { code?: string }): void => {
-    s.destroy();
-    const code = err.code === "ECONNRESET" || err.code === "EPIPE" ? "upstream-connect-failed" : "upstream-tls-failed";
-    callback(Object.assign(new Error(code === "upstream-tls-failed" ? "upstream certificate verification failed" : "upstream closed during the TLS handshake"), { code, cause: err }), null);
-  };
-  s.once("error", fail);
-  s.once("secureConnect", () => {
-    s.off("error", fail);
-    callback(null, s);
-  });
 }
 
 function bracket(a: string): string {
