@@ -8,7 +8,7 @@ export interface TarEntryLike {
 }
 
 export type EntryVerdict =
-  | { readonly ok: true; readonly skip: boolean; /** A symlink target to write instead of the archive's. */ readonly linkpath?: string }
+  | { readonly ok: true; readonly skip: boolean }
   | { readonly ok: false; readonly problem: string };
 
 const ALLOWED_TYPES = new Set(["File", "OldFile", "ContiguousFile", "Directory", "SymbolicLink", "Link"]);
@@ -16,21 +16,42 @@ const ALLOWED_TYPES = new Set(["File", "OldFile", "ContiguousFile", "Directory",
 /**
  * Judges every entry of a snapshot layer before it is unpacked into a new workspace. The archive is untrusted
  * (a snapshot directory may have been tampered with, or the workspace held anything the sandbox wrote), so the
- * rules are strict: no absolute paths, no `..`, no device nodes or FIFOs, no entry written through a symlink the
- * archive itself created, hard links only to paths inside, symlinks only to targets that stay inside the
- * workspace as the sandbox sees it (relative ones that do not climb out, absolute ones under /workspace, which
- * are rewritten relative).
+ * rules for what gets WRITTEN are strict: no absolute entry paths, no `..` in entry paths, no device nodes or
+ * FIFOs, no entry written through (or hard-linked through) a symlink the archive itself created, hard links only
+ * to paths inside.
+ *
+ * Symbolic links are judged by what they are: text that only the sandbox ever resolves. A link to any absolute
+ * target is restored with that exact text (`venv/bin/python -> /usr/bin/python3`, links into the read-only host
+ * root, `/workspace/...`): the sandbox can create such links in its live workspace anyway, so refusing them at
+ * restore adds no safety. What keeps the host safe is that host-side code never follows a link in a workspace:
+ * unpackSnapshot creates every link with a dangling placeholder target while entries are written (node-tar's
+ * mkdir and hard-link checks refuse to pass through any existing symlink, and a file replacing a link unlinks it
+ * first), and puts the real text in place afterwards with symlink(2) + rename(2), which never follow it; the
+ * snapshot writer stores links as links; teardown removes them without following; the driver chowns only the
+ * workspace directory it created itself.
+ *
+ * Relative links that climb out of the workspace (`../admin-token`) stay refused. From inside they would be no
+ * worse than an absolute link (the workspace is mounted at /workspace, so they would point into the read-only
+ * root), but on the host they would name the sandbox's own private files next to the workspace; no real
+ * workspace needs one, and the links that reach outside are then the ones that say so in their text. The check
+ * is lexical (a chain of links can still climb), which is why it is hygiene and not the security boundary.
  */
 export class ArchiveGuard {
   private readonly symlinks = new Set<string>();
   readonly problems: string[] = [];
 
-  constructor(private readonly insideRoot = "/workspace") {}
-
   check(entry: TarEntryLike): EntryVerdict {
     const verdict = this.judge(entry);
     if (!verdict.ok) this.problems.push(verdict.problem);
     return verdict;
+  }
+
+  /** The archive symlink that `rel` is, or lies beneath (so that writing `rel` would go through it); else null. */
+  private throughSymlink(rel: string, includingItself: boolean): string | null {
+    for (const link of this.symlinks) {
+      if (rel.startsWith(`${link}/`) || (includingItself && rel === link)) return link;
+    }
+    return null;
   }
 
   private judge(entry: TarEntryLike): EntryVerdict {
@@ -44,26 +65,21 @@ export class ArchiveGuard {
       return entry.type === "Directory" ? { ok: true, skip: true } : bad(raw, "is not a directory but names the workspace root");
     }
     if (!ALLOWED_TYPES.has(entry.type)) return bad(raw, `has unsupported type ${entry.type}`);
-    for (const link of this.symlinks) {
-      if (rel.startsWith(`${link}/`)) return bad(raw, `would be written through the symbolic link ${link}`);
-    }
+    const via = this.throughSymlink(rel, false);
+    if (via !== null) return bad(raw, `would be written through the symbolic link ${via}`);
     if (entry.type === "Link") {
       const target = entry.linkpath ?? "";
       if (target.startsWith("/") || target.includes("\0")) return bad(raw, `is a hard link to ${target}, outside the workspace`);
       const t = normalise(target);
       if (t === null || t === "") return bad(raw, `is a hard link to ${target}, outside the workspace`);
+      // link(2) resolves every component but the last, and a hard link to a symlink is one more symlink.
+      const through = this.throughSymlink(t, true);
+      if (through !== null) return bad(raw, `is a hard link to ${target}, through the symbolic link ${through}`);
     }
     if (entry.type === "SymbolicLink") {
       const target = entry.linkpath ?? "";
       if (target === "" || target.includes("\0")) return bad(raw, "is a symbolic link without a valid target");
-      if (target.startsWith("/")) {
-        const abs = path.posix.normalize(target);
-        if (abs !== this.insideRoot && !abs.startsWith(`${this.insideRoot}/`)) return bad(raw, `is a symbolic link to ${target}, outside ${this.insideRoot}`);
-        // Same file inside the sandbox, written relative: the unpacker (rightly) refuses absolute link targets.
-        this.symlinks.add(rel);
-        const from = path.posix.dirname(path.posix.join(this.insideRoot, rel));
-        return { ok: true, skip: false, linkpath: path.posix.relative(from, abs) || "." };
-      } else {
+      if (!target.startsWith("/")) {
         const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(rel), target));
         if (resolved === ".." || resolved.startsWith("../")) return bad(raw, `is a symbolic link to ${target}, which climbs out of the workspace`);
       }

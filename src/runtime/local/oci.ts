@@ -115,7 +115,8 @@ async function writeTar(workspace: string, file: string): Promise<string> {
   try {
     const names = (await fs.readdir(workspace)).sort();
     if (names.length === 0) {
-      // An empty archive is two zero blocks; node-tar refuses an empty file list.
+      // An empty archive is two zero blocks (a valid tar, the OCI "empty layer"); node-tar refuses an empty file
+      // list when writing, and an archive without entries when reading (unpackSnapshot handles that).
       const empty = Buffer.alloc(1024);
       hash.update(empty);
       await fh.write(empty);
@@ -330,11 +331,30 @@ async function sha256File(file: string): Promise<string> {
  * Unpack a verified layout's layer into `target` (an existing empty directory), owned by uid:gid. Every entry
  * passes the ArchiveGuard first; any refused entry, or an uncompressed stream whose sha256 is not the config's
  * diff_id, fails the whole restore (the caller removes `target`).
+ *
+ * Symbolic links are written in two steps. While the entries are unpacked, node-tar creates each one with a
+ * placeholder target: a dangling name beside the link that contains a per-restore random nonce. Then, once every
+ * entry is written, settleSymlinks() replaces each placeholder with the link text from the archive, byte for
+ * byte, absolute targets included (`venv/bin/python -> /usr/bin/python3`).
+ *
+ * Why not node-tar's `preservePaths`, which writes absolute link targets as they are? It turns off more than
+ * the stripping of a leading `/`: also the `..` checks on entry paths and hard-link targets, the check that an
+ * entry stays under cwd, the refusal to create a link whose target passes through an existing symlink, and the
+ * refusal of mkdir to traverse a symlink (it switches to a recursive mkdir that follows them). Hard links would
+ * then resolve through archive-made symlinks (`etc -> /etc`, then a hard link to `etc/shadow`), and only the
+ * guard's string rules would remain. With placeholders all of node-tar's protections stay on, and none of them
+ * ever meets a link that leads anywhere: a placeholder never passes through another link (so chains such as
+ * `python3 -> python -> /usr/bin/python3`, which node-tar refuses once `python` exists, restore too), and it
+ * resolves to nothing. Setting the real text uses symlink(2) and rename(2), neither of which follows the link,
+ * in parent directories checked to be real directories, before the sandbox (or anything else) can see `target`.
  */
 export async function unpackSnapshot(v: VerifiedLayout, target: string, owner: { uid: number; gid: number }): Promise<void> {
   const layer = v.manifest.layers[0]!;
   const guard = new ArchiveGuard();
   const hash = createHash("sha256");
+  const nonce = randomBytes(8).toString("hex");
+  const links = new Map<string, PendingSymlink>();
+  let linkCount = 0;
   const unpack = new Unpack({
     cwd: target,
     strict: true,
@@ -346,7 +366,14 @@ export async function unpackSnapshot(v: VerifiedLayout, target: string, owner: {
       const e = entry as ReadEntry;
       const verdict = guard.check({ path: e.path, type: e.type, linkpath: e.linkpath });
       if (!verdict.ok || verdict.skip) return false;
-      if (verdict.linkpath !== undefined) e.linkpath = verdict.linkpath;
+      if (e.type === "SymbolicLink" && e.linkpath !== undefined) {
+        // The guard has refused '..' and absolute entry paths: this is where node-tar will put the link.
+        const rel = path.posix.normalize(e.path).replace(/\/+$/, "");
+        const placeholder = `.sandbox-egress-link-${nonce}-${linkCount++}`;
+        // A later entry for the same path replaces the earlier one (tar order), as on disk.
+        links.set(rel, { rel, linkpath: e.linkpath, placeholder });
+        e.linkpath = placeholder;
+      }
       // Modes from the archive minus setuid/setgid/sticky (the sandbox's mounts are nosuid anyway).
       if (typeof e.mode === "number") e.mode &= 0o777;
       return true;
@@ -363,6 +390,15 @@ export async function unpackSnapshot(v: VerifiedLayout, target: string, owner: {
   });
   // Observed below; until then a rejection must not count as unhandled.
   finished.catch(() => undefined);
+  const write = async (chunk: Buffer): Promise<void> => {
+    if (!unpack.write(chunk)) await Promise.race([once(unpack, "drain"), finished]);
+  };
+  // Leading zero bytes are held back (counted, not buffered) until something else arrives. A layer that is
+  // nothing but zero blocks is a valid, empty tar: what writeSnapshot makes of an empty workspace (two zero
+  // blocks, the OCI "empty layer"), and what node-tar's own Pack ends with when it was handed no entries.
+  // node-tar's reader refuses an archive without a single entry (TAR_BAD_ARCHIVE, "Unrecognized archive
+  // format", fatal in Unpack), so such a layer never reaches it: there is nothing to unpack.
+  let leadingZeros: number | null = 0;
   try {
     const src = createReadStream(blobPath(v.dir, layer.digest), { highWaterMark: 1 << 20 });
     let stream: NodeJS.ReadableStream = src;
@@ -375,11 +411,24 @@ export async function unpackSnapshot(v: VerifiedLayout, target: string, owner: {
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       if (status.failure) break;
       hash.update(chunk);
-      if (!unpack.write(chunk)) await Promise.race([once(unpack, "drain"), finished]);
+      if (leadingZeros !== null) {
+        if (allZero(chunk)) {
+          leadingZeros += chunk.length;
+          continue;
+        }
+        // Real content: replay the zeros held back (a tar may not begin with them, but that is node-tar's call).
+        for (let left = leadingZeros; left > 0 && !status.failure; left -= ZEROS.length) await write(left >= ZEROS.length ? ZEROS : ZEROS.subarray(0, left));
+        leadingZeros = null;
+      }
+      await write(chunk);
     }
     if (status.failure) throw status.failure;
-    unpack.end();
-    await finished;
+    if (leadingZeros === null) {
+      unpack.end();
+      await finished;
+    } else if (leadingZeros < 1024 || leadingZeros % 512 !== 0) {
+      throw invalid(`the layer is not a tar archive (${leadingZeros} zero bytes, no end-of-archive marker)`);
+    }
   } catch (err) {
     if (err instanceof RuntimeError) throw err;
     throw invalid(`the layer cannot be unpacked: ${err instanceof Error ? err.message : String(err)}`, err);
@@ -390,6 +439,56 @@ export async function unpackSnapshot(v: VerifiedLayout, target: string, owner: {
   }
   const diffId = `sha256:${hash.digest("hex")}`;
   if (diffId !== v.diffIds[0]) throw invalid(`the uncompressed layer does not match rootfs.diff_ids[0] (expected ${v.diffIds[0]}, got ${diffId})`);
+  await settleSymlinks(target, links.values());
+}
+
+interface PendingSymlink {
+  /** Where the link is, relative to the unpack directory (normalised, no `..`: the guard saw to that). */
+  readonly rel: string;
+  /** The link text from the archive. */
+  readonly linkpath: string;
+  /** What node-tar was told to write instead. */
+  readonly placeholder: string;
+}
+
+const ZEROS = Buffer.alloc(64 * 1024);
+
+function allZero(chunk: Buffer): boolean {
+  for (let off = 0; off < chunk.length; off += ZEROS.length) {
+    const part = chunk.subarray(off, off + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+}
+
+/**
+ * Give each placeholder link its archive text. Only a link still holding its own placeholder is touched (a later
+ * entry of the same path may have replaced it with a file or a directory, which then stays). Every parent is
+ * checked with lstat to be a real directory, so the path never resolves through a link; the new link is made
+ * under a fresh name beside it and renamed over the placeholder (rename replaces the link itself).
+ */
+async function settleSymlinks(root: string, links: Iterable<PendingSymlink>): Promise<void> {
+  for (const link of links) {
+    const parts = link.rel.split("/");
+    const name = parts.pop()!;
+    let dir = root;
+    for (const part of parts) {
+      dir = path.join(dir, part);
+      const st = await fs.lstat(dir).catch(() => null);
+      if (!st?.isDirectory()) throw invalid(`the symbolic link ${JSON.stringify(link.rel)} cannot be restored: ${JSON.stringify(path.relative(root, dir))} is not a directory`);
+    }
+    const file = path.join(dir, name);
+    const current = await fs.readlink(file).catch(() => null);
+    if (current !== link.placeholder) continue;
+    const tmp = path.join(dir, `${link.placeholder}.new`);
+    try {
+      await fs.symlink(link.linkpath, tmp);
+      await fs.rename(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw invalid(`the symbolic link ${JSON.stringify(link.rel)} cannot be restored: ${err instanceof Error ? err.message : String(err)}`, err);
+    }
+  }
 }
 
 async function exists(p: string): Promise<boolean> {
