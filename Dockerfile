@@ -1,17 +1,22 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build with the dev toolchain, run with production dependencies only, as a non-root user.
 FROM node:20-bookworm-slim AS build
+# The native splice relay (src/native, built by npm's install script through node-gyp) needs a C toolchain;
+# the image's own Node headers are used (npm_config_nodedir), so nothing is downloaded to build it.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
+ENV npm_config_nodedir=/usr/local
 WORKDIR /app
-COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json binding.gyp ./
 COPY src ./src
 COPY bin ./bin
-RUN npm ci --no-audit --no-fund && npm prune --omit=dev
+RUN npm ci --no-audit --no-fund && npm prune --omit=dev && test -f build/Release/splice_relay.node
 
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/build/Release/splice_relay.node ./build/Release/splice_relay.node
 COPY bin ./bin
 COPY package.json ./
 COPY policies ./policies

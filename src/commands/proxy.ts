@@ -1,3 +1,4 @@
+import { tunnelRelayKind } from "../proxy/splice-relay.js";
 import { AdminServer } from "../admin/server.js";
 import { isLocalListen } from "../admin/http-util.js";
 import { intFlag, readSecret, UsageError } from "./args.js";
@@ -92,7 +93,7 @@ export async function runProxy(flags: ProxyFlags): Promise<number> {
     return 1;
   }
   process.stdout.write(
-    `${JSON.stringify({ event: "listening", proxy: addresses.proxy, ...(addresses.transparent ? { transparent: addresses.transparent } : {}), admin: adminAddress, sandbox: config.sandboxId ?? null, revision: proxy.ctx.store.state.revision })}\n`,
+    `${JSON.stringify({ event: "listening", proxy: addresses.proxy, ...(addresses.transparent ? { transparent: addresses.transparent } : {}), admin: adminAddress, sandbox: config.sandboxId ?? null, revision: proxy.ctx.store.state.revision, tunnel_relay: tunnelRelayKind().kind })}\n`,
   );
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

@@ -9,6 +9,7 @@ import { startAudit, type AuditRecord } from "./audit.js";
 import { readClientHello } from "./clienthello.js";
 import { decideTarget, type ProxyContext } from "./context.js";
 import { refuseRaw } from "./refusal.js";
+import { spliceTunnel, type SplicedTunnel } from "./splice-relay.js";
 
 /** Terminates TLS towards the client to answer a refusal inside it, or to intercept (set once a CA exists). */
 export interface TlsTerminator {
@@ -176,6 +177,9 @@ export function openTunnel(
 ): void {
   ctx.metrics.activeTunnels.inc();
   let finished = false;
+  /** Set while the native relay carries the tunnel: it must let go of the descriptors before they are closed. */
+  let spliced: SplicedTunnel | null = null;
+  const native = { up: 0, down: 0 };
   const tracked = {
     host,
     port,
@@ -188,14 +192,39 @@ export function openTunnel(
   const untrack = ctx.registry.add(tracked);
   const finish = (): void => {
     if (finished) return;
+    if (spliced !== null) {
+      spliced.cancel(); // the native side reports back, and that report finishes the tunnel
+      return;
+    }
     finished = true;
     untrack();
     client.destroy();
     upstream.destroy();
     ctx.metrics.activeTunnels.dec();
-    audit.bytes_up = upstream.bytesWritten;
-    audit.bytes_down = upstream.bytesRead;
+    audit.bytes_up = upstream.bytesWritten + native.up;
+    audit.bytes_down = upstream.bytesRead + native.down;
     ctx.audit.finish(audit);
+  };
+  /**
+   * Client → upstream, once the client's first bytes are judged: handed to the native splice relay when it can
+   * take the tunnel (both directions then move inside the kernel), else piped here.
+   */
+  const relayClient = (first: Buffer): void => {
+    if (first.length > 0) upstream.write(first);
+    const handed = spliceTunnel(client, upstream, ctx.limits.idleTimeoutMs, (bytes) => {
+      native.up = bytes.up;
+      native.down = bytes.down;
+      spliced = null;
+      finish();
+    });
+    ctx.metrics.tunnelRelays.inc({ relay: handed !== null ? "splice" : "js" });
+    if (handed !== null) {
+      spliced = handed;
+      opts.relay?.detach();
+      return;
+    }
+    upstream.resume();
+    client.pipe(upstream);
   };
 
   let closes = 0;
@@ -217,8 +246,7 @@ export function openTunnel(
   if (opts.relay) opts.relay.attach(upstream, client);
   else upstream.pipe(client);
   if (!opts.peek) {
-    if (opts.replay.length > 0) upstream.write(opts.replay);
-    client.pipe(upstream);
+    relayClient(opts.replay);
     return;
   }
   if (opts.replay.length > 0) client.unshift(opts.replay);
@@ -245,8 +273,7 @@ export function openTunnel(
           return;
         }
       }
-      if (buffered.length > 0) upstream.write(buffered);
-      client.pipe(upstream);
+      relayClient(buffered);
     },
     () => finish(),
   );

@@ -14,6 +14,7 @@ export class ProxyMetrics {
   readonly reloadFailures: Counter;
   readonly decisionSeconds: Histogram;
   readonly revocations: Counter;
+  readonly tunnelRelays: Counter;
   readonly leafCertificatesMinted: Counter<"purpose">;
   readonly refusalLeavesThrottled: Counter;
 
@@ -42,6 +43,12 @@ export class ProxyMetrics {
     this.revocations = new Counter({
       name: "egress_revoked_connections_total",
       help: "Open connections closed because a new policy denies them",
+      registers,
+    });
+    this.tunnelRelays = new Counter({
+      name: "egress_tunnel_relays_total",
+      help: "Raw tunnels by the relay that carried their bytes (splice = native zero-copy, js = Node streams)",
+      labelNames: ["relay"],
       registers,
     });
     this.decisionSeconds = new Histogram({

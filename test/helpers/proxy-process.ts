@@ -12,6 +12,8 @@ export interface RunningProxy {
   proxy: string;
   admin: string;
   transparent?: string;
+  /** The listening line itself. */
+  listening: Record<string, unknown>;
   /** Every stdout line so far (audit log and events). */
   lines: string[];
   stderr: string[];
@@ -97,6 +99,7 @@ export async function startProxy(opts: StartOptions = {}): Promise<RunningProxy>
     proxy: listening.proxy as string,
     admin: listening.admin as string,
     transparent: listening.transparent as string | undefined,
+    listening,
     lines,
     stderr,
     dir,

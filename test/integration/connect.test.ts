@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import net from "node:net";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeHostsFile } from "../helpers/hosts-file.js";
@@ -9,7 +10,48 @@ import { startEchoServer, startHttpUpstream, type Upstream } from "../helpers/up
 
 const run = promisify(execFile);
 
-describe("CONNECT tunnels", () => {
+async function until(cond: () => boolean, ms = 5000, what = ""): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met in time: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** An SMTP-like upstream: speaks first, answers each line, says bye and closes on QUIT. */
+async function startGreeter(): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+    s.on("error", () => s.destroy());
+    s.write("220 ready\r\n");
+    let pending = "";
+    s.on("data", (d: Buffer) => {
+      pending += d.toString();
+      for (let i = pending.indexOf("\r\n"); i >= 0; i = pending.indexOf("\r\n")) {
+        const line = pending.slice(0, i);
+        pending = pending.slice(i + 2);
+        if (line === "QUIT") s.end("221 bye\r\n");
+        else s.write(`250 ${line}\r\n`);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+// Every case runs on both relays: the native splice relay (what Linux builds use) and the JavaScript one (the
+// fallback). "splice" is demanded explicitly, so a build without the addon fails here instead of silently
+// measuring and testing the fallback twice.
+describe.each(["splice", "js"] as const)("CONNECT tunnels (%s relay)", (relay) => {
   let proxy: RunningProxy;
   let echo: Awaited<ReturnType<typeof startEchoServer>>;
   let up: Upstream;
@@ -21,6 +63,7 @@ describe("CONNECT tunnels", () => {
     proxy = await startProxy({
       policy: { mode: "custom", allow_domains: ["allowed.test", `ports.test:${up.port}`], deny_domains: ["blocked.test"] },
       args: ["--hosts", hosts, "--internal-allow", "127.0.0.0/8"],
+      env: { SANDBOX_EGRESS_TUNNEL_RELAY: relay },
     });
   });
   afterAll(async () => {
@@ -74,6 +117,95 @@ describe("CONNECT tunnels", () => {
     await done;
     expect(received).toBe(total);
     r.socket.destroy();
+    // The audit line counts what the relay moved, whichever relay moved it.
+    const line = await proxy.waitForLine((l) => l.event === "egress" && l.kind === "connect" && (l.bytes_up as number) >= total);
+    expect(line.bytes_up).toBe(total);
+    expect(line.bytes_down).toBe(total);
+  });
+
+  it("carries the tunnel on the relay it was started with", async () => {
+    expect(proxy.listening.tunnel_relay).toBe(relay);
+    const r = await connectRequest(proxy.proxy, `allowed.test:${echo.port}`);
+    r.socket.write("x");
+    await new Promise((resolve) => r.socket.once("data", resolve));
+    r.socket.destroy();
+    const metrics = await (await fetch(`http://${proxy.admin}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`egress_tunnel_relays_total\\{relay="${relay}"\\} [1-9]`));
+  });
+
+  it("closes a tunnel that carried traffic within one second of a PUT that denies it, and counts the bytes", async () => {
+    const r = await connectRequest(proxy.proxy, `allowed.test:${echo.port}`);
+    expect(r.status).toBe(200);
+    r.socket.write("before");
+    await new Promise((resolve) => r.socket.once("data", resolve)); // past the peek: on the relay now
+    const closed = new Promise<number>((resolve) => {
+      const start = Date.now();
+      // The helper socket is allowHalfOpen: the proxy closing the tunnel shows as the end of its stream.
+      r.socket.once("end", () => resolve(Date.now() - start));
+    });
+    r.socket.resume();
+    const policy = { mode: "custom", allow_domains: [`ports.test:${up.port}`], deny_domains: ["blocked.test", "allowed.test"] };
+    const put = await fetch(`http://${proxy.admin}/v1/policy`, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify(policy) });
+    expect(put.status).toBe(200);
+    try {
+      expect(await closed).toBeLessThan(1000);
+      const line = await proxy.waitForLine((l) => l.event === "egress" && l.kind === "connect" && l.bytes_up === 6 && l.bytes_down === 6);
+      expect(line.allowed).toBe(true);
+    } finally {
+      const back = { mode: "custom", allow_domains: ["allowed.test", `ports.test:${up.port}`], deny_domains: ["blocked.test"] };
+      expect((await fetch(`http://${proxy.admin}/v1/policy`, { method: "PUT", body: JSON.stringify(back) })).status).toBe(200);
+    }
+  });
+
+  it("enforces the idle timeout on a relayed tunnel, and traffic keeps a tunnel alive past it", async () => {
+    const hosts = await writeHostsFile({ "allowed.test": "127.0.0.1" });
+    const p = await startProxy({
+      policy: { mode: "custom", allow_domains: ["allowed.test"] },
+      args: ["--hosts", hosts, "--internal-allow", "127.0.0.0/8", "--idle-timeout", "800"],
+      env: { SANDBOX_EGRESS_TUNNEL_RELAY: relay },
+    });
+    try {
+      const open = async (): Promise<{ socket: net.Socket; closed: Promise<number> }> => {
+        const r = await connectRequest(p.proxy, `allowed.test:${echo.port}`);
+        r.socket.write("x");
+        await new Promise((resolve) => r.socket.once("data", resolve));
+        r.socket.resume();
+        const start = Date.now();
+        return { socket: r.socket, closed: new Promise((resolve) => r.socket.once("end", () => resolve(Date.now() - start))) };
+      };
+      const idle = await open();
+      const busy = await open();
+      let busyClosedAt: number | null = null;
+      void busy.closed.then((ms) => (busyClosedAt = ms));
+      const ticker = setInterval(() => busy.socket.write("."), 200);
+      const idleMs = await idle.closed;
+      expect(idleMs).toBeGreaterThanOrEqual(600);
+      expect(idleMs).toBeLessThan(2500);
+      await new Promise((resolve) => setTimeout(resolve, 2500 - idleMs));
+      clearInterval(ticker);
+      expect(busyClosedAt).toBeNull();
+      busy.socket.destroy();
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it("relays a server-speaks-first protocol: the greeting flows before the client's first byte, then both ways", async () => {
+    const greeter = await startGreeter();
+    try {
+      const r = await connectRequest(proxy.proxy, `allowed.test:${greeter.port}`);
+      expect(r.status).toBe(200);
+      // The greeting may arrive in the same read as the 200; the raw client then hands it over as the "body".
+      const text: string[] = [r.body, r.rest.toString()];
+      r.socket.on("data", (d: Buffer) => text.push(d.toString()));
+      await until(() => text.join("").includes("220 ready\r\n"), 5000, JSON.stringify(text));
+      r.socket.write("HELO x\r\n");
+      await until(() => text.join("").includes("250 HELO x\r\n"), 5000, JSON.stringify(text));
+      r.socket.end("QUIT\r\n");
+      await until(() => text.join("").includes("221 bye\r\n"), 5000, JSON.stringify(text));
+    } finally {
+      await greeter.close();
+    }
   });
 
   it("works with curl -p (proxytunnel) to an http upstream", async () => {
