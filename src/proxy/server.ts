@@ -12,6 +12,7 @@ import { handleProxyRequest } from "./forward.js";
 import { ConnectionRegistry } from "./registry.js";
 import { protocolErrorRaw, refuseRaw } from "./refusal.js";
 import { SelfAddresses } from "./self.js";
+import { splicedReleased } from "./splice-relay.js";
 import { handleTransparent } from "./transparent.js";
 import { handleConnect, type TlsTerminator } from "./tunnel.js";
 import { UpstreamPools } from "./upstream-pool.js";
@@ -171,6 +172,8 @@ export class EgressProxy {
       await new Promise((r) => setTimeout(r, 50));
     }
     this.ctx.registry.closeAll();
+    // Spliced tunnels end asynchronously (the relay thread lets go of their descriptors, then they close).
+    await splicedReleased(1_000);
     for (const c of this.clients) c.destroy();
     await Promise.all(closing);
     await this.pools.close();

@@ -47,6 +47,15 @@ function load(): NativeRelay | null {
   return native;
 }
 
+/**
+ * Resolves once the native relay holds no descriptor any more (or after `timeoutMs`): a shutdown must not close
+ * sockets the relay thread may still be splicing (a closed descriptor's number can be reused at once).
+ */
+export async function splicedReleased(timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+}
+
 /** Which relay raw tunnels use in this process, for the startup log line and the bench. */
 export function tunnelRelayKind(): { kind: "splice" | "js"; why?: string } {
   if (load() !== null) return { kind: "splice" };
