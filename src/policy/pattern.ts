@@ -2,8 +2,11 @@
  * Domain patterns (DESIGN.md "Names"): `api.example.com`, `*.example.com`, `api-*.example.com`, each with an
  * optional `:port`. Parsed and normalised once; schema.ts reports the errors, compile.ts indexes the result.
  */
-import { parse as parseDomain } from "tldts";
+import type { parse as TldtsParse } from "tldts";
 import { normaliseHost, parsePort } from "../net/hostport.js";
+import { requireCjs } from "../util/cjs.js";
+
+const parseDomain = (requireCjs("tldts") as { parse: typeof TldtsParse }).parse;
 
 export type PatternKind = "exact" | "glob" | "wild";
 

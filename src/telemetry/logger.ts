@@ -1,4 +1,7 @@
-import pino, { type Logger } from "pino";
+import type { Logger, pino as Pino } from "pino";
+import { requireCjs } from "../util/cjs.js";
+
+const pino = requireCjs("pino") as typeof Pino;
 
 export type { Logger };
 
@@ -41,5 +44,5 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   // Synchronous writes: a sidecar's audit lines must not be lost when it is SIGKILLed, and the
   // throughput cost is paid only per request end, not per byte.
   const dest = opts.destination ?? pino.destination({ dest: 1, sync: true });
-  return pino(options, dest as pino.DestinationStream);
+  return pino(options, dest as Pino.DestinationStream);
 }

@@ -6,10 +6,11 @@ import { generateKeyPair } from "node:crypto";
 import { isIP } from "node:net";
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { promisify } from "node:util";
-import ipaddr from "ipaddr.js";
+import type IpAddr from "ipaddr.js";
 import { LRUCache } from "lru-cache";
 import type { CertificateAuthority } from "./ca.js";
 import { TlsError } from "./errors.js";
+import { requireCjs } from "../util/cjs.js";
 import {
   authorityKeyIdentifierExt,
   encodeExtensions,
@@ -23,6 +24,7 @@ import {
 } from "./x509.js";
 
 const generateKeyPairAsync = promisify(generateKeyPair);
+const ipaddr = requireCjs("ipaddr.js") as typeof IpAddr;
 
 const HOUR_MS = 3_600_000;
 const DAY_MS = 24 * HOUR_MS;

@@ -8,8 +8,11 @@
  * be EC P-256 (cheap handshakes) and an operator-supplied RSA CA still works.
  */
 import { createHash, randomBytes, sign, type KeyObject } from "node:crypto";
-import forge from "node-forge";
+import type * as Forge from "node-forge";
 import { TlsError } from "./errors.js";
+import { requireCjs } from "../util/cjs.js";
+
+const forge = requireCjs("node-forge") as typeof Forge;
 
 // ---------------------------------------------------------------------------------------------------------------
 // DER writing
@@ -43,7 +46,7 @@ const TAG = {
 export const seq = (...parts: Buffer[]): Buffer => tlv(TAG.SEQUENCE, ...parts);
 
 const binary = (s: string): Buffer => Buffer.from(s, "latin1");
-const asn1ToDer = (node: forge.asn1.Asn1): Buffer => binary(forge.asn1.toDer(node).getBytes());
+const asn1ToDer = (node: Forge.asn1.Asn1): Buffer => binary(forge.asn1.toDer(node).getBytes());
 const oid = (dotted: string): Buffer => tlv(TAG.OID, binary(forge.asn1.oidToDer(dotted).getBytes()));
 
 /** RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050. Sub-second precision is dropped. */
@@ -226,8 +229,8 @@ const OID_ORGANIZATION = "2.5.4.10";
 /** A Name of UTF8String attributes (RFC 5280 §4.1.2.6: UTF8String for new certificates), in the order given. */
 export function encodeName(attrs: { readonly commonName: string; readonly organization?: string }): Buffer {
   // forge reads valueTagClass as the value's universal *type*; @types/node-forge mistypes it as a Class.
-  const utf8 = forge.asn1.Type.UTF8 as unknown as forge.asn1.Class;
-  const fields: forge.pki.CertificateField[] = [];
+  const utf8 = forge.asn1.Type.UTF8 as unknown as Forge.asn1.Class;
+  const fields: Forge.pki.CertificateField[] = [];
   if (attrs.organization !== undefined) {
     fields.push({ type: OID_ORGANIZATION, value: attrs.organization, valueTagClass: utf8 });
   }
@@ -236,7 +239,7 @@ export function encodeName(attrs: { readonly commonName: string; readonly organi
 }
 
 /** forge's extension encoder; it exists at runtime but @types/node-forge does not declare it. */
-const encodeExtensionList = (forge.pki as unknown as { certificateExtensionsToAsn1(exts: unknown[]): forge.asn1.Asn1 })
+const encodeExtensionList = (forge.pki as unknown as { certificateExtensionsToAsn1(exts: unknown[]): Forge.asn1.Asn1 })
   .certificateExtensionsToAsn1;
 
 /** A forge extension description (`{ name, critical?, ...fields }`) as forge's `setExtensions` takes it. */
