@@ -46,3 +46,13 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const dest = opts.destination ?? pino.destination({ dest: 1, sync: true });
   return pino(options, dest as Pino.DestinationStream);
 }
+
+/**
+ * The destination a logger writes its lines to, for a caller that serialises its own complete lines (the
+ * audit log, on the request path): same stream, same synchronous writes, so lines never interleave.
+ */
+export function lineSink(logger: Logger): { write(line: string): unknown } {
+  const stream = (logger as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as { write(line: string): unknown } | undefined;
+  if (stream === undefined || typeof stream.write !== "function") throw new Error("logger has no destination stream");
+  return stream;
+}
