@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { promisify } from "node:util";
 import net from "node:net";
 import tls from "node:tls";
@@ -188,6 +189,36 @@ describe.each(["splice", "js"] as const)("CONNECT tunnels (%s relay)", (relay) =
     } finally {
       await p.stop();
     }
+  });
+
+  it.runIf(relay === "splice")("holds pipes only while a tunnel is busy, and survives running out of descriptors", async () => {
+    const pid = proxy.proc.pid!;
+    const fds = (): number => readdirSync(`/proc/${pid}/fd`).length;
+    const r = await connectRequest(proxy.proxy, `allowed.test:${echo.port}`);
+    const got: Buffer[] = [];
+    r.socket.on("data", (d: Buffer) => got.push(d));
+    const echoed = async (n: number): Promise<void> => until(() => Buffer.concat(got).length >= n, 5000, `${Buffer.concat(got).length} of ${n} bytes echoed`);
+    r.socket.write("a");
+    await echoed(1);
+    const busy = fds();
+    const hard = (await run("prlimit", ["--pid", String(pid), "--nofile", "--raw", "--noheadings", "--output", "HARD"])).stdout.trim();
+    // Quiet for longer than the relay's pipe idle time (2 s) plus a sweep (1 s): both pipes closed.
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    expect(fds()).toBe(busy - 4);
+    // Allow only two more descriptors: the first direction gets its pipe, the second cannot, and waits.
+    // Only the soft limit moves (raising a hard limit again needs more than root in some containers).
+    await run("prlimit", ["--pid", String(pid), `--nofile=${busy - 2}:`]);
+    try {
+      r.socket.write("b");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(Buffer.concat(got).toString()).toBe("a");
+    } finally {
+      await run("prlimit", ["--pid", String(pid), `--nofile=${hard}:`]);
+    }
+    // Descriptors are back: the next sweep (≤ 1 s) resumes the waiting direction, and nothing was lost.
+    await echoed(2);
+    expect(Buffer.concat(got).toString()).toBe("ab");
+    r.socket.destroy();
   });
 
   it("relays a server-speaks-first protocol: the greeting flows before the client's first byte, then both ways", async () => {
