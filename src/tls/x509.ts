@@ -1,22 +1,18 @@
 /**
  * X.509 building blocks shared by the CA and the leaf minter.
  *
- * Certificates are assembled from DER parts here (names, extensions, times, OIDs) and Node's native crypto signs
- * the TBSCertificate. Why not node-forge's `cert.sign()`: forge signs only with RSA, in pure JavaScript (~10×
- * slower per leaf than native RSA and ~100× slower than native ECDSA), and cannot represent an EC public key at
- * all; the native signer takes any KeyObject, so the CA and the shared leaf key can be EC P-256 (cheap handshakes)
- * and an operator-supplied RSA CA still works.
- *
- * The encoders below are node-forge's own (asn1.oidToDer, dateToUtcTime, _dnToAsn1, _fillMissingExtensionFields,
- * certificateExtensionToAsn1, ...) ported for the parts this project uses, byte for byte: test/unit/tls/x509-der
- * compares them with forge. forge itself is loaded only for an extension description outside that set, which
- * no caller makes today: loading it (42 modules) cost every proxy start ~2 MiB of idle RSS (DESIGN.md
- * "Performance targets": ≤ 60 MiB idle), since even a proxy without transforms creates or loads its CA.
+ * Certificates are assembled from DER parts: node-forge encodes the parts it knows (names, extensions, times,
+ * OIDs) and Node's native crypto signs the TBSCertificate. Why not forge's `cert.sign()`: forge signs only with
+ * RSA, in pure JavaScript (~10× slower per leaf than native RSA and ~100× slower than native ECDSA), and cannot
+ * represent an EC public key at all; the native signer takes any KeyObject, so the CA and the shared leaf key can
+ * be EC P-256 (cheap handshakes) and an operator-supplied RSA CA still works.
  */
 import { createHash, randomBytes, sign, type KeyObject } from "node:crypto";
 import type * as Forge from "node-forge";
 import { TlsError } from "./errors.js";
 import { requireCjs } from "../util/cjs.js";
+
+const forge = requireCjs("node-forge") as typeof Forge;
 
 // ---------------------------------------------------------------------------------------------------------------
 // DER writing
@@ -50,79 +46,15 @@ const TAG = {
 export const seq = (...parts: Buffer[]): Buffer => tlv(TAG.SEQUENCE, ...parts);
 
 const binary = (s: string): Buffer => Buffer.from(s, "latin1");
-
-/** The content octets of an OBJECT IDENTIFIER (forge's asn1.oidToDer, same checks and errors). */
-export function oidToDer(dotted: string): Buffer {
-  const values = dotted.split(".");
-  const first = parseInt(values[0]!, 10);
-  const second = parseInt(values[1]!, 10);
-  if (!(first >= 0 && first <= 2 && second >= 0) || (first < 2 && second > 39)) {
-    throw new Error("Invalid OID; the first two arcs are out of range.");
-  }
-  const out: number[] = [];
-  for (let i = 1; i < values.length; ++i) {
-    let value = i === 1 ? 40 * first + second : parseInt(values[i]!, 10);
-    if (value > 0xffffffff) throw new Error("OID value too large; max is 32-bits.");
-    const valueBytes: number[] = [];
-    let last = true;
-    do {
-      let b = value & 0x7f;
-      value = value >>> 7;
-      if (!last) b |= 0x80;
-      valueBytes.push(b);
-      last = false;
-    } while (value > 0);
-    for (let n = valueBytes.length - 1; n >= 0; --n) out.push(valueBytes[n]!);
-  }
-  return Buffer.from(out);
-}
-
-/** Dotted text of OBJECT IDENTIFIER content octets (forge's asn1.derToOid; undefined for no octets). */
-export function derToOid(bytes: Buffer): string | undefined {
-  let oid: string | undefined;
-  let value = 0;
-  let first = true;
-  for (const b of bytes) {
-    if (value > 0x3fffffffffff) throw new Error("OID value too large; max is 53-bits.");
-    value = value * 128;
-    if (b & 0x80) {
-      value += b & 0x7f;
-    } else {
-      value += b;
-      if (first) {
-        oid = value < 80 ? `${Math.floor(value / 40)}.${value % 40}` : `2.${value - 80}`;
-        first = false;
-      } else {
-        oid += `.${value}`;
-      }
-      value = 0;
-    }
-  }
-  return oid;
-}
-
-const oid = (dotted: string): Buffer => tlv(TAG.OID, oidToDer(dotted));
-
-/** forge's dateToUtcTime / dateToGeneralizedTime: YYMMDDhhmmssZ or YYYYMMDDhhmmssZ, fields zero-padded to 2. */
-export function timeText(date: Date, generalized: boolean): string {
-  const year = `${date.getUTCFullYear()}`;
-  const fields = [
-    generalized ? year : year.slice(2),
-    `${date.getUTCMonth() + 1}`,
-    `${date.getUTCDate()}`,
-    `${date.getUTCHours()}`,
-    `${date.getUTCMinutes()}`,
-    `${date.getUTCSeconds()}`,
-  ];
-  return `${fields.map((f) => (f.length < 2 ? `0${f}` : f)).join("")}Z`;
-}
+const asn1ToDer = (node: Forge.asn1.Asn1): Buffer => binary(forge.asn1.toDer(node).getBytes());
+const oid = (dotted: string): Buffer => tlv(TAG.OID, binary(forge.asn1.oidToDer(dotted).getBytes()));
 
 /** RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050. Sub-second precision is dropped. */
 function derTime(date: Date): Buffer {
   const year = date.getUTCFullYear();
   return year >= 1950 && year < 2050
-    ? tlv(TAG.UTC_TIME, binary(timeText(date, false)))
-    : tlv(TAG.GENERALIZED_TIME, binary(timeText(date, true)));
+    ? tlv(TAG.UTC_TIME, binary(forge.asn1.dateToUtcTime(date)))
+    : tlv(TAG.GENERALIZED_TIME, binary(forge.asn1.dateToGeneralizedTime(date)));
 }
 
 /** Whole seconds: what a certificate can carry, so comparisons with parsed dates are exact. */
@@ -186,74 +118,9 @@ const content = (buf: Buffer, t: Tlv): Buffer => buf.subarray(t.start, t.end);
 
 function readTime(buf: Buffer, t: Tlv): Date {
   const s = content(buf, t).toString("latin1");
-  if (t.tag === TAG.UTC_TIME) return utcTimeToDate(s);
-  if (t.tag === TAG.GENERALIZED_TIME) return generalizedTimeToDate(s);
+  if (t.tag === TAG.UTC_TIME) return forge.asn1.utcTimeToDate(s);
+  if (t.tag === TAG.GENERALIZED_TIME) return forge.asn1.generalizedTimeToDate(s);
   throw new Error("validity is not a time");
-}
-
-const num = (s: string, start: number, length: number): number => parseInt(s.slice(start, start + length), 10);
-
-/** forge's asn1.utcTimeToDate: YYMMDDhhmm[ss](Z|+hh'mm'|-hh'mm'); YY < 50 is 20YY. */
-export function utcTimeToDate(utc: string): Date {
-  const date = new Date();
-  let year = num(utc, 0, 2);
-  year = year >= 50 ? 1900 + year : 2000 + year;
-  const MM = num(utc, 2, 2) - 1;
-  const DD = num(utc, 4, 2);
-  const hh = num(utc, 6, 2);
-  const mm = num(utc, 8, 2);
-  let ss = 0;
-  let end = 0;
-  let c = "";
-  if (utc.length > 11) {
-    c = utc.charAt(10);
-    end = 10;
-    if (c !== "+" && c !== "-") {
-      ss = num(utc, 10, 2);
-      end += 2;
-    }
-  }
-  date.setUTCFullYear(year, MM, DD);
-  date.setUTCHours(hh, mm, ss, 0);
-  if (end) {
-    c = utc.charAt(end);
-    if (c === "+" || c === "-") {
-      const offset = (num(utc, end + 1, 2) * 60 + num(utc, end + 4, 2)) * 60000;
-      date.setTime(c === "+" ? +date - offset : +date + offset);
-    }
-  }
-  return date;
-}
-
-/** forge's asn1.generalizedTimeToDate: YYYYMMDDhhmmss[.fff][Z|+hh'mm'|-hh'mm'] (no zone: local time). */
-export function generalizedTimeToDate(gentime: string): Date {
-  const date = new Date();
-  const YYYY = num(gentime, 0, 4);
-  const MM = num(gentime, 4, 2) - 1;
-  const DD = num(gentime, 6, 2);
-  const hh = num(gentime, 8, 2);
-  const mm = num(gentime, 10, 2);
-  const ss = num(gentime, 12, 2);
-  let fff = 0;
-  let offset = 0;
-  let isUTC = gentime.charAt(gentime.length - 1) === "Z";
-  const end = gentime.length - 5;
-  const c = gentime.charAt(end);
-  if (c === "+" || c === "-") {
-    offset = (num(gentime, end + 1, 2) * 60 + num(gentime, end + 4, 2)) * 60000;
-    if (c === "+") offset *= -1;
-    isUTC = true;
-  }
-  if (gentime.charAt(14) === ".") fff = parseFloat(gentime.slice(14)) * 1000;
-  if (isUTC) {
-    date.setUTCFullYear(YYYY, MM, DD);
-    date.setUTCHours(hh, mm, ss, fff);
-    date.setTime(+date + offset);
-  } else {
-    date.setFullYear(YYYY, MM, DD);
-    date.setHours(hh, mm, ss, fff);
-  }
-  return date;
 }
 
 const OID_SUBJECT_KEY_IDENTIFIER = "2.5.29.14";
@@ -287,7 +154,7 @@ export function parseCertificate(der: Buffer): CertificateParts {
   const extsSeq = extsWrapper ? childrenOf(der, extsWrapper)[0] : undefined;
   for (const ext of extsSeq ? childrenOf(der, extsSeq) : []) {
     const parts = childrenOf(der, ext);
-    const id = parts[0] && derToOid(content(der, parts[0]));
+    const id = parts[0] && forge.asn1.derToOid(content(der, parts[0]).toString("latin1"));
     const value = parts[parts.length - 1]; // OCTET STRING; an optional `critical` BOOLEAN sits between
     if (!value) continue;
     if (id === OID_SUBJECT_KEY_IDENTIFIER) {
@@ -358,147 +225,32 @@ export function signatureAlgorithmFor(key: KeyObject): SignatureAlgorithm {
 
 const OID_COMMON_NAME = "2.5.4.3";
 const OID_ORGANIZATION = "2.5.4.10";
-const TAG_UTF8_STRING = 0x0c;
-const TAG_SET = 0x31;
-
-/** A UTF8String value as forge writes it (unescape(encodeURIComponent(s)): a lone surrogate throws URIError). */
-function utf8(value: string): Buffer {
-  encodeURIComponent(value);
-  return Buffer.from(value, "utf8");
-}
 
 /** A Name of UTF8String attributes (RFC 5280 §4.1.2.6: UTF8String for new certificates), in the order given. */
 export function encodeName(attrs: { readonly commonName: string; readonly organization?: string }): Buffer {
-  const rdn = (type: string, value: string): Buffer => tlv(TAG_SET, seq(oid(type), tlv(TAG_UTF8_STRING, utf8(value))));
-  const rdns: Buffer[] = [];
-  if (attrs.organization !== undefined) rdns.push(rdn(OID_ORGANIZATION, attrs.organization));
-  rdns.push(rdn(OID_COMMON_NAME, attrs.commonName));
-  return seq(...rdns);
+  // forge reads valueTagClass as the value's universal *type*; @types/node-forge mistypes it as a Class.
+  const utf8 = forge.asn1.Type.UTF8 as unknown as Forge.asn1.Class;
+  const fields: Forge.pki.CertificateField[] = [];
+  if (attrs.organization !== undefined) {
+    fields.push({ type: OID_ORGANIZATION, value: attrs.organization, valueTagClass: utf8 });
+  }
+  fields.push({ type: OID_COMMON_NAME, value: attrs.commonName, valueTagClass: utf8 });
+  return asn1ToDer(forge.pki.distinguishedNameToAsn1({ attributes: fields }));
 }
+
+/** forge's extension encoder; it exists at runtime but @types/node-forge does not declare it. */
+const encodeExtensionList = (forge.pki as unknown as { certificateExtensionsToAsn1(exts: unknown[]): Forge.asn1.Asn1 })
+  .certificateExtensionsToAsn1;
 
 /** A forge extension description (`{ name, critical?, ...fields }`) as forge's `setExtensions` takes it. */
 export type ExtensionSpec = Record<string, unknown> & { readonly name: string };
 
-const EXTENSION_OIDS: Readonly<Record<string, string>> = {
-  subjectKeyIdentifier: "2.5.29.14",
-  keyUsage: "2.5.29.15",
-  subjectAltName: "2.5.29.17",
-  basicConstraints: "2.5.29.19",
-  authorityKeyIdentifier: "2.5.29.35",
-  extKeyUsage: "2.5.29.37",
-};
-
-const EXT_KEY_USAGE_OIDS: Readonly<Record<string, string>> = {
-  serverAuth: "1.3.6.1.5.5.7.3.1",
-  clientAuth: "1.3.6.1.5.5.7.3.2",
-  codeSigning: "1.3.6.1.5.5.7.3.3",
-  emailProtection: "1.3.6.1.5.5.7.3.4",
-  timeStamping: "1.3.6.1.5.5.7.3.8",
-};
-
-/** forge's integerToDer + toDer for a small INTEGER: two's complement in 1-4 octets, one redundant octet dropped. */
-function smallInteger(x: number): Buffer | undefined {
-  if (!Number.isInteger(x) || x < -0x80000000 || x >= 0x80000000) return undefined;
-  const bits = x >= -0x80 && x < 0x80 ? 8 : x >= -0x8000 && x < 0x8000 ? 16 : x >= -0x800000 && x < 0x800000 ? 24 : 32;
-  let i = x < 0 ? x + 2 ** bits : x;
-  const bytes: number[] = [];
-  for (let n = bits; n > 0; n -= 8) {
-    bytes.unshift(i % 256);
-    i = Math.floor(i / 256);
-  }
-  if (bytes.length > 1 && ((bytes[0] === 0 && (bytes[1]! & 0x80) === 0) || (bytes[0] === 0xff && (bytes[1]! & 0x80) === 0x80))) {
-    bytes.shift();
-  }
-  return tlv(TAG.INTEGER, Buffer.from(bytes));
-}
-
-/** keyUsage BIT STRING content, as forge's _fillMissingExtensionFields builds it (trailing zero octets dropped). */
-function keyUsageBits(e: ExtensionSpec): Buffer {
-  const flags: Array<[string, number, number, number]> = [
-    ["digitalSignature", 0, 0x80, 7],
-    ["nonRepudiation", 0, 0x40, 6],
-    ["keyEncipherment", 0, 0x20, 5],
-    ["dataEncipherment", 0, 0x10, 4],
-    ["keyAgreement", 0, 0x08, 3],
-    ["keyCertSign", 0, 0x04, 2],
-    ["cRLSign", 0, 0x02, 1],
-    ["encipherOnly", 0, 0x01, 0],
-    ["decipherOnly", 1, 0x80, 7],
-  ];
-  let unused = 0;
-  const b = [0, 0];
-  for (const [field, octet, bit, u] of flags) {
-    if (e[field]) {
-      b[octet]! |= bit;
-      unused = u;
-    }
-  }
-  const octets = b[1] !== 0 ? [unused, b[0]!, b[1]!] : b[0] !== 0 ? [unused, b[0]!] : [unused];
-  return Buffer.from(octets);
-}
-
-/** The DER extnValue of one extension description, or undefined when it is outside what this file encodes. */
-function extensionValue(e: ExtensionSpec): Buffer | undefined {
-  if (e.value !== undefined) return typeof e.value === "string" ? binary(e.value) : undefined;
-  switch (e.name) {
-    case "keyUsage":
-      return tlv(TAG.BIT_STRING, keyUsageBits(e));
-    case "basicConstraints": {
-      const parts: Buffer[] = [];
-      if (e.cA) parts.push(tlv(TAG.BOOLEAN, Buffer.from([0xff])));
-      if ("pathLenConstraint" in e) {
-        const n = smallInteger(e.pathLenConstraint as number);
-        if (!n) return undefined;
-        parts.push(n);
-      }
-      return seq(...parts);
-    }
-    case "extKeyUsage": {
-      const parts: Buffer[] = [];
-      for (const key in e) {
-        if (e[key] !== true || key === "critical") continue;
-        if (!Object.hasOwn(EXT_KEY_USAGE_OIDS, key)) return undefined;
-        parts.push(oid(EXT_KEY_USAGE_OIDS[key]!));
-      }
-      return seq(...parts);
-    }
-    case "subjectAltName": {
-      if (!Array.isArray(e.altNames)) return undefined;
-      const parts: Buffer[] = [];
-      for (const altName of e.altNames as Array<{ type: unknown; value: unknown; ip?: unknown }>) {
-        const type = altName.type;
-        if (typeof type !== "number" || !Number.isInteger(type) || type < 0 || type > 30 || type === 8) return undefined;
-        if ((type === 7 && altName.ip) || typeof altName.value !== "string") return undefined;
-        parts.push(tlv(0x80 | type, binary(altName.value)));
-      }
-      return seq(...parts);
-    }
-    default:
-      return undefined;
-  }
-}
-
 /** The `[3] EXPLICIT Extensions` element of a TBSCertificate. */
 export function encodeExtensions(exts: readonly ExtensionSpec[]): Buffer {
-  const encoded: Buffer[] = [];
-  for (const e of exts) {
-    const id = "id" in e || !Object.hasOwn(EXTENSION_OIDS, e.name) ? undefined : EXTENSION_OIDS[e.name];
-    const value = id === undefined ? undefined : extensionValue(e);
-    if (id === undefined || value === undefined) return encodeExtensionsWithForge(exts);
-    encoded.push(seq(oid(id), ...(e.critical ? [tlv(TAG.BOOLEAN, Buffer.from([0xff]))] : []), tlv(TAG.OCTET_STRING, value)));
-  }
-  return tlv(TAG.CONTEXT_3, seq(...encoded));
-}
-
-/** Anything else goes through forge itself, loaded on first use. */
-function encodeExtensionsWithForge(exts: readonly ExtensionSpec[]): Buffer {
-  const forge = requireCjs("node-forge") as typeof Forge;
-  // forge's extension encoder; it exists at runtime but @types/node-forge does not declare it.
-  const encodeList = (forge.pki as unknown as { certificateExtensionsToAsn1(exts: unknown[]): Forge.asn1.Asn1 }).certificateExtensionsToAsn1;
   // setExtensions fills in each extension's DER value from its fields; the certificate itself is a scratch holder.
   const holder = forge.pki.createCertificate();
   holder.setExtensions(exts.map((e) => ({ ...e })));
-  return binary(forge.asn1.toDer(encodeList(holder.extensions)).getBytes());
+  return asn1ToDer(encodeExtensionList(holder.extensions));
 }
 
 /** subjectKeyIdentifier with an explicit value (forge would otherwise derive it from an RSA-only key object). */
