@@ -4,7 +4,8 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeHostsFile } from "../helpers/hosts-file.js";
 import { startProxy, type RunningProxy } from "../helpers/proxy-process.js";
-import { rawRequest } from "../helpers/raw-client.js";
+import { connectRequest, rawRequest } from "../helpers/raw-client.js";
+import { startEchoServer } from "../helpers/upstream.js";
 
 function hostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(":");
@@ -86,6 +87,40 @@ describe("limits and timeouts", () => {
 });
 
 describe("SIGTERM", () => {
+  it("drains: a tunnel on the splice relay keeps flowing after SIGTERM, and the proxy exits 0 once it ends", async () => {
+    const echo = await startEchoServer();
+    const proxy = await startProxy({ args: ["--internal-allow", "127.0.0.0/8"], env: { SANDBOX_EGRESS_TUNNEL_RELAY: "splice" } });
+    try {
+      const r = await connectRequest(proxy.proxy, `127.0.0.1:${echo.port}`);
+      const got: Buffer[] = [];
+      r.socket.on("data", (d: Buffer) => got.push(d));
+      const ended = new Promise<void>((resolve) => r.socket.once("end", () => resolve()));
+      const echoed = async (text: string): Promise<void> => {
+        const deadline = Date.now() + 5000;
+        while (Buffer.concat(got).toString() !== text) {
+          if (Date.now() > deadline) throw new Error(`echo: ${Buffer.concat(got).toString()}`);
+          await new Promise((res) => setTimeout(res, 10));
+        }
+      };
+      r.socket.write("one");
+      await echoed("one"); // past the peek: carried by the relay now
+      const started = Date.now();
+      const exit = proxy.stop("SIGTERM");
+      await new Promise((res) => setTimeout(res, 300));
+      r.socket.write("two"); // draining: open tunnels still carry traffic
+      await echoed("onetwo");
+      r.socket.end(); // FIN both ways (the echo server half-closes back): the tunnel ends, the drain completes
+      await ended;
+      expect(await exit).toBe(0);
+      expect(Date.now() - started).toBeLessThan(5000); // well before the 10 s drain deadline
+      const line = proxy.audit().find((l) => l.kind === "connect" && l.allowed === true);
+      expect(line).toMatchObject({ bytes_up: 6, bytes_down: 6 });
+    } finally {
+      await proxy.stop("SIGKILL");
+      await echo.close();
+    }
+  });
+
   it("drains: an in-flight request completes, then the proxy exits 0", async () => {
     const server = http.createServer((_req, res) => setTimeout(() => res.end("drained"), 500));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
