@@ -68,7 +68,7 @@ describe.each(["splice", "js"] as const)("CONNECT tunnels (%s relay)", (relay) =
     });
   });
   afterAll(async () => {
-    await proxy?.stop();
+    await proxy?.stop("SIGKILL"); // tests leave tunnels open; draining them is tested in limits.test.ts
     await echo?.close();
     await up?.close();
   });
@@ -192,6 +192,21 @@ describe.each(["splice", "js"] as const)("CONNECT tunnels (%s relay)", (relay) =
   });
 
   it.runIf(relay === "splice")("holds pipes only while a tunnel is busy, and survives running out of descriptors", async () => {
+    // A proxy of its own: descriptors are counted, and other tests' tunnels must not come and go meanwhile.
+    const hosts = await writeHostsFile({ "allowed.test": "127.0.0.1" });
+    const own = await startProxy({
+      policy: { mode: "custom", allow_domains: ["allowed.test"] },
+      args: ["--hosts", hosts, "--internal-allow", "127.0.0.0/8"],
+      env: { SANDBOX_EGRESS_TUNNEL_RELAY: relay },
+    });
+    try {
+      await pipesAndDescriptors(own);
+    } finally {
+      await own.stop("SIGKILL");
+    }
+  });
+
+  async function pipesAndDescriptors(proxy: RunningProxy): Promise<void> {
     const pid = proxy.proc.pid!;
     const fds = (): number => readdirSync(`/proc/${pid}/fd`).length;
     const r = await connectRequest(proxy.proxy, `allowed.test:${echo.port}`);
@@ -219,7 +234,7 @@ describe.each(["splice", "js"] as const)("CONNECT tunnels (%s relay)", (relay) =
     await echoed(2);
     expect(Buffer.concat(got).toString()).toBe("ab");
     r.socket.destroy();
-  });
+  }
 
   it("relays a server-speaks-first protocol: the greeting flows before the client's first byte, then both ways", async () => {
     const greeter = await startGreeter();

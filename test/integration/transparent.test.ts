@@ -34,7 +34,7 @@ describe("transparent listener", () => {
     });
   });
   afterAll(async () => {
-    await proxy?.stop();
+    await proxy?.stop("SIGKILL"); // tests leave tunnels open; draining them is tested in limits.test.ts
     await up?.close();
   });
 
