@@ -74,6 +74,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct cmd *queue_head, *queue_tail;
 static napi_threadsafe_function on_done;
 static uint32_t next_id = 1;
+static size_t active; /* tunnels in the table: with none, the thread sleeps until a command arrives */
 
 static uint64_t now_ms(void) {
   struct timespec ts;
@@ -101,6 +102,7 @@ static void finish(struct tunnel* t, int err) {
   close_pipe(&t->down);
   struct tunnel** p = slot(t->id);
   if (*p == t) *p = t->next;
+  active--;
   struct done* d = malloc(sizeof *d);
   if (d) {
     d->id = t->id;
@@ -219,6 +221,7 @@ static void run_commands(void) {
       struct tunnel** p = slot(t->id);
       t->next = NULL;
       *p = t;
+      active++;
       struct epoll_event ec = {.events = 0, .data.u64 = ((uint64_t)t->id << 1)};
       struct epoll_event eu = {.events = 0, .data.u64 = ((uint64_t)t->id << 1) | 1};
       if (epoll_ctl(epfd, EPOLL_CTL_ADD, t->up.src, &ec) != 0 || epoll_ctl(epfd, EPOLL_CTL_ADD, t->down.src, &eu) != 0) {
@@ -265,7 +268,8 @@ static void* loop(void* arg) {
   struct epoll_event events[256];
   uint64_t last_sweep = now_ms();
   for (;;) {
-    int n = epoll_wait(epfd, events, 256, 1000);
+    /* Idle sidecars are the common case: no periodic wake-up without a tunnel to sweep. */
+    int n = epoll_wait(epfd, events, 256, active > 0 ? 1000 : -1);
     for (int i = 0; i < n; i++) {
       uint64_t key = events[i].data.u64;
       if (key == UINT64_MAX) {
