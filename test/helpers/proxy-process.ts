@@ -26,6 +26,12 @@ export interface RunningProxy {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** A test that times out never reaches its cleanup: no proxy may outlive the test worker that started it. */
+const live = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const p of live) p.kill("SIGKILL");
+});
+
 export interface StartOptions {
   policy?: unknown;
   args?: string[];
@@ -53,6 +59,8 @@ export async function startProxy(opts: StartOptions = {}): Promise<RunningProxy>
     ...(opts.args ?? []),
   ];
   const proc = spawn(process.execPath, args, { env: { ...process.env, ...opts.env }, stdio: ["ignore", "pipe", "pipe"] });
+  live.add(proc);
+  proc.once("exit", () => live.delete(proc));
   const lines: string[] = [];
   const stderr: string[] = [];
   const waiters = new Set<() => void>();
