@@ -4,18 +4,7 @@ import { writeHostsFile } from "../helpers/hosts-file.js";
 import { startProxy, type RunningProxy } from "../helpers/proxy-process.js";
 import { connectRequest } from "../helpers/raw-client.js";
 import { startEchoServer } from "../helpers/upstream.js";
-
-async function admin(p: RunningProxy, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-  const res = await fetch(`http://${p.admin}${path}`, {
-    method,
-    headers: { "content-type": "application/json", ...headers },
-    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> | null = null;
-  if (res.headers.get("content-type")?.includes("json")) json = JSON.parse(text) as Record<string, unknown>;
-  return { status: res.status, headers: res.headers, json, text };
-}
+import { admin } from "../security/helpers.js";
 
 describe("live policy: admin REST and the watched file", () => {
   let proxy: RunningProxy;

@@ -10,10 +10,10 @@
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type net from "node:net";
-import { Duplex, PassThrough } from "node:stream";
-import tls from "node:tls";
+import { PassThrough } from "node:stream";
 import fc from "fast-check";
 import { runs } from "../helpers/runs.js";
+import { captureNodeHello } from "../helpers/tls-hello.js";
 import { beforeAll, describe, expect, it } from "vitest";
 import { cidrContains, parseCidr, type Cidr } from "../../src/net/cidr.js";
 import { classifyAddress, embeddedIPv4, INTERNAL_RANGES } from "../../src/net/classify.js";
@@ -152,26 +152,6 @@ describe("host parsing properties", () => {
 // ---------------------------------------------------------------------------------------------------------------
 // ClientHello
 
-/** What node:tls writes first over a stream that never answers. */
-function captureHello(opts: tls.ConnectionOptions): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const transport = new Duplex({
-      read() {},
-      write(chunk: Buffer, _enc, cb) {
-        chunks.push(chunk);
-        cb();
-        setImmediate(() => {
-          resolve(Buffer.concat(chunks));
-          client.destroy();
-        });
-      },
-    });
-    const client = tls.connect({ socket: transport as unknown as net.Socket, ...opts });
-    client.on("error", () => undefined);
-  });
-}
-
 const STATUSES = ["incomplete", "ok", "not-tls", "invalid"];
 
 function wellFormed(r: ClientHelloResult): void {
@@ -230,10 +210,10 @@ describe("ClientHello parser properties", () => {
 
   beforeAll(async () => {
     hellos = await Promise.all([
-      captureHello({ servername: "api.example.com", ALPNProtocols: ["h2", "http/1.1"] }),
-      captureHello({ servername: "x.y.z.example.org", maxVersion: "TLSv1.2", minVersion: "TLSv1.2" }),
-      captureHello({}),
-      captureHello({ servername: `${"a".repeat(63)}.example.com`, ALPNProtocols: Array.from({ length: 20 }, (_, i) => `proto-${i}`) }),
+      captureNodeHello({ servername: "api.example.com", ALPNProtocols: ["h2", "http/1.1"] }),
+      captureNodeHello({ servername: "x.y.z.example.org", maxVersion: "TLSv1.2", minVersion: "TLSv1.2" }),
+      captureNodeHello({}),
+      captureNodeHello({ servername: `${"a".repeat(63)}.example.com`, ALPNProtocols: Array.from({ length: 20 }, (_, i) => `proto-${i}`) }),
     ]);
   });
 

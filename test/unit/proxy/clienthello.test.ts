@@ -1,9 +1,10 @@
 import { spawn, spawnSync } from "node:child_process";
 import net from "node:net";
-import { Duplex, PassThrough } from "node:stream";
+import { PassThrough } from "node:stream";
 import tls from "node:tls";
 import fc from "fast-check";
 import { runs } from "../../helpers/runs.js";
+import { captureNodeHello } from "../../helpers/tls-hello.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAX_CLIENT_HELLO_BYTES, parseClientHello, readClientHello } from "../../../src/proxy/clienthello.js";
 
@@ -64,26 +65,6 @@ const messageOf = (recordBytes: Buffer): Buffer => recordBytes.subarray(5);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Real ClientHellos
-
-/** What node:tls writes first when connecting over a stream that never answers. */
-function captureNodeHello(opts: tls.ConnectionOptions): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    const transport = new Duplex({
-      read() {},
-      write(chunk: Buffer, _enc, cb) {
-        chunks.push(chunk);
-        cb();
-        setImmediate(() => {
-          resolve(Buffer.concat(chunks));
-          client.destroy();
-        });
-      },
-    });
-    const client = tls.connect({ socket: transport, ...opts });
-    client.on("error", () => undefined);
-  });
-}
 
 const hasOpenssl = spawnSync("openssl", ["version"]).status === 0;
 
