@@ -92,8 +92,15 @@ export async function runProxy(flags: ProxyFlags): Promise<number> {
     setTimeout(() => process.exit(1), 200).unref();
     return 1;
   }
+  const relay = tunnelRelayKind();
+  if (relay.kind === "js" && process.env.SANDBOX_EGRESS_TUNNEL_RELAY !== "js") {
+    proxy.ctx.log.warn(
+      { event: "tunnel-relay-fallback", why: relay.why },
+      "the native splice relay is not available; tunnels use the JavaScript relay (run `npm run build:native` with a C compiler to build it)",
+    );
+  }
   process.stdout.write(
-    `${JSON.stringify({ event: "listening", proxy: addresses.proxy, ...(addresses.transparent ? { transparent: addresses.transparent } : {}), admin: adminAddress, sandbox: config.sandboxId ?? null, revision: proxy.ctx.store.state.revision, tunnel_relay: tunnelRelayKind().kind })}\n`,
+    `${JSON.stringify({ event: "listening", proxy: addresses.proxy, ...(addresses.transparent ? { transparent: addresses.transparent } : {}), admin: adminAddress, sandbox: config.sandboxId ?? null, revision: proxy.ctx.store.state.revision, tunnel_relay: relay.kind })}\n`,
   );
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {

@@ -87,8 +87,9 @@ function detachReader(s: Socket, spill: (chunk: Buffer) => void): number | null 
 
 /**
  * Hand a tunnel whose JavaScript side is finished to the native relay. Preconditions, checked here: both
- * sockets open in both directions, nothing of ours still queued for writing. Returns null (and changes
- * nothing) when the relay is unavailable or a precondition fails; the caller then relays in JavaScript.
+ * sockets open in both directions, nothing of ours still queued for writing. Returns null when the relay is
+ * unavailable or a precondition fails; the caller then relays in JavaScript (piping restarts the reads this
+ * may have stopped, and no byte was dropped).
  */
 export function spliceTunnel(client: Socket, upstream: Socket, idleMs: number, onDone: DoneCallback): SplicedTunnel | null {
   const relay = load();
