@@ -1,5 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { UsageError } from "./commands/args.js";
+import { deferOptimisingCompiler } from "./proxy/v8-tuning.js";
 
 // Commands are imported when chosen: a sidecar proxy should not load (nor keep in memory) the control
 // module, SQLite or the OpenAPI generator, and every sandbox start pays the proxy's start-up time.
@@ -22,8 +23,11 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
-      case "proxy":
-        return await (await import("./commands/proxy.js")).runProxy(parse(rest, PROXY_OPTIONS).values);
+      case "proxy": {
+        const values = parse(rest, PROXY_OPTIONS).values;
+        deferOptimisingCompiler(); // until it listens (runProxy resumes it); see v8-tuning.ts
+        return await (await import("./commands/proxy.js")).runProxy(values);
+      }
       case "control":
         return await (await import("./commands/control.js")).runControl(parse(rest, CONTROL_OPTIONS).values);
       case "policy": {

@@ -7,6 +7,7 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync, readdirSync, statSync, chmodSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import {
   spawnLogged, stopChild, freePort, waitForPort, waitForLine, tail, childPidsOf, commOf,
 } from "./proc.mjs";
@@ -99,7 +100,12 @@ const sandboxEgress = {
     writeFileSync(policy, JSON.stringify(opts.policy ?? { mode: "allow-all" }));
     const adminPort = await freePort();
     const logs = { stdout: path.join(dir, "stdout.log"), stderr: path.join(dir, "stderr.log") };
+    // Started as the runtime and the Dockerfile start it (PROXY_NODE_FLAGS); BENCH_PROXY_NODE_ARGS adds node flags
+    // for the proxy only, to try V8 options against the same peers.
+    const { PROXY_NODE_FLAGS } = await import(pathToFileURL(path.join(ctx.repoRoot, "dist", "proxy", "v8-tuning.js")).href);
     const args = [
+      ...PROXY_NODE_FLAGS,
+      ...(process.env.BENCH_PROXY_NODE_ARGS ?? "").split(/\s+/).filter(Boolean),
       path.join(ctx.repoRoot, "bin", "sandbox-egress.js"), "proxy",
       "--listen", "127.0.0.1:0",
       "--admin", `127.0.0.1:${adminPort}`,

@@ -5,13 +5,15 @@
 //
 //   node bench/lib/rss-idle.mjs [--runs 5] [--settle 2] [--policy policies/default.json]... [--json]
 //                               [--node-arg FLAG]...   (extra node flags, to try V8 options)
+//                               [--bare]               (without PROXY_NODE_FLAGS, which the proxy is normally started with)
 //
 // Default policies: policies/default.json and policies/openai-brokering.json (its ${env:…} secrets get dummy
 // values). Also prints the thread count and the time to the listening line; --detail adds smaps_rollup fields.
+import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, rmSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -26,12 +28,14 @@ const { values } = parseArgs({
     "node-arg": { type: "string", multiple: true },
     json: { type: "boolean", default: false },
     detail: { type: "boolean", default: false },
+    bare: { type: "boolean", default: false },
   },
 });
 const runs = Number(values.runs);
 const settleMs = Number(values.settle) * 1000;
 const policies = values.policy ?? ["policies/default.json", "policies/openai-brokering.json"];
-const nodeArgs = values["node-arg"] ?? [];
+const { PROXY_NODE_FLAGS } = await import(pathToFileURL(path.join(repoRoot, "dist", "proxy", "v8-tuning.js")).href);
+const nodeArgs = [...(values.bare ? [] : PROXY_NODE_FLAGS), ...(values["node-arg"] ?? [])];
 
 installExitHandlers();
 
@@ -63,10 +67,14 @@ async function once(policyFile) {
   // A copy: the proxy keeps its revision counter in a file beside the policy, which must not land in the repo.
   const policy = path.join(dir, path.basename(policyFile));
   copyFileSync(path.resolve(repoRoot, policyFile), policy);
+  // The CA exists before the measured start, as for every sandbox's proxy (the runtime shares one CA directory):
+  // creating it is a one-off that loads the certificate encoder, which a sidecar start does not.
+  const ca = path.join(dir, "ca");
+  execFileSync(process.execPath, [path.join(repoRoot, "bin", "sandbox-egress.js"), "ca", "init", "--ca-dir", ca], { stdio: "ignore" });
   const args = [
     ...nodeArgs, path.join(repoRoot, "bin", "sandbox-egress.js"), "proxy",
     "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-    "--policy-file", policy, "--ca-dir", path.join(dir, "ca"),
+    "--policy-file", policy, "--ca-dir", ca,
   ];
   const t0 = performance.now();
   const child = spawnLogged(process.execPath, args, { stdoutFile: logs.stdout, stderrFile: logs.stderr, cwd: dir, env: envFor(path.resolve(repoRoot, policyFile)) });

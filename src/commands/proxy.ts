@@ -1,4 +1,5 @@
-import { tunnelRelayKind } from "../proxy/splice-relay.js";
+import { trimNativeHeap, tunnelRelayKind } from "../proxy/splice-relay.js";
+import { resumeOptimisingCompiler } from "../proxy/v8-tuning.js";
 import { AdminServer } from "../admin/server.js";
 import { isLocalListen } from "../admin/http-util.js";
 import { intFlag, readSecret, UsageError } from "./args.js";
@@ -81,6 +82,8 @@ export async function runProxy(flags: ProxyFlags): Promise<number> {
   const admin = new AdminServer(proxy, { listen: config.admin, token: config.adminToken, caPem: () => brokering.caPem });
   let addresses: Awaited<ReturnType<EgressProxy["listen"]>>;
   let adminAddress: string;
+  // Start-up is over: from the first connection on, hot code is optimised as usual (see v8-tuning.ts).
+  resumeOptimisingCompiler();
   try {
     addresses = await proxy.listen();
     adminAddress = await admin.listen();
@@ -99,6 +102,7 @@ export async function runProxy(flags: ProxyFlags): Promise<number> {
       "the native splice relay is not available; tunnels use the JavaScript relay (run `npm run build:native` with a C compiler to build it)",
     );
   }
+  trimNativeHeap(); // start-up's freed memory back to the kernel, once (see splice-relay.c)
   process.stdout.write(
     `${JSON.stringify({ event: "listening", proxy: addresses.proxy, ...(addresses.transparent ? { transparent: addresses.transparent } : {}), admin: adminAddress, sandbox: config.sandboxId ?? null, revision: proxy.ctx.store.state.revision, tunnel_relay: relay.kind })}\n`,
   );

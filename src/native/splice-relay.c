@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <node_api.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -406,11 +407,25 @@ static napi_value cancel(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * Not part of the relay, but the one native hook the proxy has: glibc keeps memory that start-up freed (module
+ * loading, compiler zones, OpenSSL set-up) inside its arenas instead of returning it to the kernel. One
+ * malloc_trim(0) once the proxy listens gives those pages back (~0.7 MiB of a sidecar's idle RSS). Returns 1
+ * when memory was released.
+ */
+static napi_value trim_heap(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  napi_get_boolean(env, malloc_trim(0) == 1, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"start", NULL, start, NULL, NULL, NULL, napi_default, NULL},
       {"add", NULL, add, NULL, NULL, NULL, napi_default, NULL},
       {"cancel", NULL, cancel, NULL, NULL, NULL, napi_default, NULL},
+      {"trimHeap", NULL, trim_heap, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,7 +1,8 @@
 import type { SecureContext } from "node:tls";
 import { LRUCache } from "lru-cache";
 import { hostString, normaliseHost } from "../net/hostport.js";
-import { CertificateAuthority, LeafCertificates } from "../tls/index.js";
+import { CertificateAuthority, LeafCertificates, loadX509Encoder } from "../tls/index.js";
+import type { PolicyState } from "../live/policy-store.js";
 import type { ProxyMetrics } from "../telemetry/metrics.js";
 import type { ProxyConfig } from "./config.js";
 import { Interceptor, type LeafSource, type RefusalLeafSource } from "./intercept.js";
@@ -42,6 +43,21 @@ export async function installBrokering(
   );
   const interceptor = new Interceptor(proxy.ctx, proxy.pools, leaves, refusals, upstreamRoots(config.upstreamCa));
   proxy.setTlsTerminator(interceptor);
+  // The certificate encoder and the upstream roots are loaded lazily (x509.ts, Interceptor); once transforms are
+  // in force, interception is expected, so prepare both off the request path instead of inside the first
+  // intercepted handshake. An --upstream-ca file is parsed at once so that a bad one fails the start.
+  const prepare = (): void => {
+    loadX509Encoder();
+    interceptor.prepare();
+  };
+  const hasTransforms = (state: PolicyState): boolean => (state.compiled.policy.transforms?.length ?? 0) > 0;
+  // At start, before the proxy listens (start-up is when loading costs least: see v8-tuning.ts); on a live change,
+  // off the admin request that made it.
+  if (hasTransforms(proxy.ctx.store.state)) prepare();
+  else if (config.upstreamCa) interceptor.prepare();
+  proxy.ctx.store.on("change", (state) => {
+    if (hasTransforms(state)) setImmediate(prepare);
+  });
   return { caPem: ca.certPem, close: () => interceptor.close() };
 }
 

@@ -50,17 +50,19 @@ type Checked = { ok: true; meta: TunnelMeta; path: string } | { ok: false; code:
 export class Interceptor implements TlsTerminator {
   private readonly server: http.Server;
   private readonly meta = new WeakMap<Duplex, TunnelMeta>();
-  /** The roots upstream certificates are verified against, parsed once. */
-  private readonly upstreamContext: ReturnType<typeof upstreamContext>;
+  /**
+   * The roots upstream certificates are verified against, parsed once, on first need (~1 MiB of OpenSSL memory
+   * that a proxy with nothing to intercept never uses); prepare() builds it ahead of the first request.
+   */
+  private upstreamContextRef: ReturnType<typeof upstreamContext> | undefined;
 
   constructor(
     private readonly ctx: ProxyContext,
     private readonly pools: UpstreamPools,
     private readonly leaves: LeafSource,
     private readonly refusals: RefusalLeafSource,
-    roots: readonly string[],
+    private readonly roots: readonly string[],
   ) {
-    this.upstreamContext = upstreamContext(roots);
     this.server = http.createServer({
       maxHeaderSize: ctx.limits.maxHeaderBytes,
       headersTimeout: ctx.limits.headerTimeoutMs,
@@ -115,6 +117,15 @@ export class Interceptor implements TlsTerminator {
     }
     res.writeHead(500, { "content-type": "application/json", connection: "close" });
     res.end(JSON.stringify({ error: { code: "internal-error", message: "The proxy failed to handle this request." } }));
+  }
+
+  /** Build what interception needs before the first intercepted request arrives (idempotent). */
+  prepare(): void {
+    this.upstreamContext();
+  }
+
+  private upstreamContext(): ReturnType<typeof upstreamContext> {
+    return (this.upstreamContextRef ??= upstreamContext(this.roots));
   }
 
   close(): void {
@@ -295,7 +306,7 @@ export class Interceptor implements TlsTerminator {
   }
 
   private upstreamTls(meta: TunnelMeta): UpstreamTls {
-    return { host: meta.hostStr, isName: meta.host.kind === "name", context: this.upstreamContext };
+    return { host: meta.hostStr, isName: meta.host.kind === "name", context: this.upstreamContext() };
   }
 
   /**

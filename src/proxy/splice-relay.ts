@@ -13,6 +13,7 @@ interface NativeRelay {
   start(onDone: (id: number, up: number, down: number, errno: number) => void): void;
   add(clientFd: number, upstreamFd: number, idleMs: number): number;
   cancel(id: number): void;
+  trimHeap(): boolean;
 }
 
 export interface SplicedTunnel {
@@ -54,6 +55,14 @@ function load(): NativeRelay | null {
 export async function splicedReleased(timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (pending.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+}
+
+/**
+ * Give the memory start-up freed back to the kernel (glibc's malloc_trim, through the addon; see
+ * splice-relay.c). A no-op where the addon is not loaded.
+ */
+export function trimNativeHeap(): void {
+  load()?.trimHeap();
 }
 
 /** Which relay raw tunnels use in this process, for the startup log line and the bench. */

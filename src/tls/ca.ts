@@ -75,6 +75,8 @@ export class CertificateAuthority {
   readonly #key: KeyObject;
   readonly #alg: SignatureAlgorithm;
   readonly #keyId: Buffer;
+  readonly #notBefore: Date;
+  readonly #notAfter: Date;
 
   private constructor(paths: CaPaths, certPem: string, x509: X509Certificate, key: KeyObject) {
     this.#paths = paths;
@@ -89,6 +91,12 @@ export class CertificateAuthority {
     }
     // A CA without SKI (allowed for roots by RFC 5280) still needs an AKI in its leaves: derive it (method 1).
     this.#keyId = this.#parts.subjectKeyId ?? keyIdentifier(this.#parts.spki);
+    // OpenSSL's printed form ("Nov 23 16:29:15 2026 GMT"), whole seconds, as the certificate carries them.
+    this.#notBefore = new Date(x509.validFrom);
+    this.#notAfter = new Date(x509.validTo);
+    if (Number.isNaN(this.#notBefore.getTime()) || Number.isNaN(this.#notAfter.getTime())) {
+      throw new TlsError("ca-invalid", `${paths.cert} has a validity period that cannot be read.`);
+    }
   }
 
   /** Load the CA in `dir`, or create one when the directory has no ca.pem yet. */
@@ -195,11 +203,11 @@ export class CertificateAuthority {
   }
 
   get notBefore(): Date {
-    return this.#parts.notBefore;
+    return new Date(this.#notBefore);
   }
 
   get notAfter(): Date {
-    return this.#parts.notAfter;
+    return new Date(this.#notAfter);
   }
 
   /** The subject as `O=…, CN=…`, in certificate order. */

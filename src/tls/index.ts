@@ -8,6 +8,7 @@ export {
   type CaPaths,
   type IssueFields,
 } from "./ca.js";
+export { loadX509Encoder } from "./x509.js";
 export { LeafCertificates, type LeafKeyType, type LeafOptions, type LeafStats } from "./leaf.js";
 export { caInit, caShow } from "./commands.js";
 export { TLS_ERROR_CODES, TlsError, isTlsError, type TlsErrorCode } from "./errors.js";

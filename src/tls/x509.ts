@@ -12,7 +12,21 @@ import type * as Forge from "node-forge";
 import { TlsError } from "./errors.js";
 import { requireCjs } from "../util/cjs.js";
 
-const forge = requireCjs("node-forge") as typeof Forge;
+/**
+ * node-forge is loaded on first use, not with this module: loading it costs ~1.7 MiB of heap and ~30 ms, and a
+ * proxy whose policy has no transforms and that never answers a refusal inside TLS never needs it (loading the
+ * CA does not: see parseCertificate). The brokering module preloads it (`loadX509Encoder`) as soon as a policy
+ * with transforms is in force, so the first intercepted host does not pay the load on top of its mint.
+ */
+let forgeModule: typeof Forge | undefined;
+function forgeLib(): typeof Forge {
+  return (forgeModule ??= requireCjs("node-forge") as typeof Forge);
+}
+
+/** Load the certificate encoder now (idempotent). */
+export function loadX509Encoder(): void {
+  forgeLib();
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // DER writing
@@ -46,15 +60,15 @@ const TAG = {
 export const seq = (...parts: Buffer[]): Buffer => tlv(TAG.SEQUENCE, ...parts);
 
 const binary = (s: string): Buffer => Buffer.from(s, "latin1");
-const asn1ToDer = (node: Forge.asn1.Asn1): Buffer => binary(forge.asn1.toDer(node).getBytes());
-const oid = (dotted: string): Buffer => tlv(TAG.OID, binary(forge.asn1.oidToDer(dotted).getBytes()));
+const asn1ToDer = (node: Forge.asn1.Asn1): Buffer => binary(forgeLib().asn1.toDer(node).getBytes());
+const oid = (dotted: string): Buffer => tlv(TAG.OID, binary(forgeLib().asn1.oidToDer(dotted).getBytes()));
 
 /** RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050. Sub-second precision is dropped. */
 function derTime(date: Date): Buffer {
   const year = date.getUTCFullYear();
   return year >= 1950 && year < 2050
-    ? tlv(TAG.UTC_TIME, binary(forge.asn1.dateToUtcTime(date)))
-    : tlv(TAG.GENERALIZED_TIME, binary(forge.asn1.dateToGeneralizedTime(date)));
+    ? tlv(TAG.UTC_TIME, binary(forgeLib().asn1.dateToUtcTime(date)))
+    : tlv(TAG.GENERALIZED_TIME, binary(forgeLib().asn1.dateToGeneralizedTime(date)));
 }
 
 /** Whole seconds: what a certificate can carry, so comparisons with parsed dates are exact. */
@@ -116,21 +130,15 @@ function childrenOf(buf: Buffer, parent: Tlv): Tlv[] {
 const raw = (buf: Buffer, t: Tlv): Buffer => buf.subarray(t.offset, t.end);
 const content = (buf: Buffer, t: Tlv): Buffer => buf.subarray(t.start, t.end);
 
-function readTime(buf: Buffer, t: Tlv): Date {
-  const s = content(buf, t).toString("latin1");
-  if (t.tag === TAG.UTC_TIME) return forge.asn1.utcTimeToDate(s);
-  if (t.tag === TAG.GENERALIZED_TIME) return forge.asn1.generalizedTimeToDate(s);
-  throw new Error("validity is not a time");
-}
 
-const OID_SUBJECT_KEY_IDENTIFIER = "2.5.29.14";
-const OID_KEY_USAGE = "2.5.29.15";
+// The two extension OIDs the CA reads, as their DER content octets (X.690 §8.19: 2.5 → 40×2+5 = 0x55, then 29, 14|15),
+// compared byte for byte so that parsing a CA needs no ASN.1 library.
+const OID_SUBJECT_KEY_IDENTIFIER = Buffer.from([0x55, 0x1d, 0x0e]); // 2.5.29.14
+const OID_KEY_USAGE = Buffer.from([0x55, 0x1d, 0x0f]); // 2.5.29.15
 
 export interface CertificateParts {
   /** DER of the subject Name, byte for byte: a leaf's issuer must be exactly this (RFC 5280 §7.1). */
   readonly subject: Buffer;
-  readonly notBefore: Date;
-  readonly notAfter: Date;
   readonly subjectKeyId: Buffer | undefined;
   /** undefined when the certificate has no keyUsage extension. */
   readonly keyCertSign: boolean | undefined;
@@ -143,10 +151,9 @@ export function parseCertificate(der: Buffer): CertificateParts {
   if (!tbs) throw new Error("no TBSCertificate");
   const f = childrenOf(der, tbs);
   const o = f[0]?.tag === TAG.CONTEXT_0 ? 1 : 0; // version is optional (absent = v1)
-  const [validity, subject, spki] = [f[o + 3], f[o + 4], f[o + 5]];
-  if (!validity || !subject || !spki) throw new Error("truncated TBSCertificate");
-  const [nb, na] = childrenOf(der, validity);
-  if (!nb || !na) throw new Error("malformed validity");
+  // Validity is read by the caller from X509Certificate (validFrom/validTo), OpenSSL's own parse.
+  const [subject, spki] = [f[o + 4], f[o + 5]];
+  if (!subject || !spki) throw new Error("truncated TBSCertificate");
 
   let subjectKeyId: Buffer | undefined;
   let keyCertSign: boolean | undefined;
@@ -154,20 +161,18 @@ export function parseCertificate(der: Buffer): CertificateParts {
   const extsSeq = extsWrapper ? childrenOf(der, extsWrapper)[0] : undefined;
   for (const ext of extsSeq ? childrenOf(der, extsSeq) : []) {
     const parts = childrenOf(der, ext);
-    const id = parts[0] && forge.asn1.derToOid(content(der, parts[0]).toString("latin1"));
+    const id = parts[0] && parts[0].tag === TAG.OID ? content(der, parts[0]) : undefined;
     const value = parts[parts.length - 1]; // OCTET STRING; an optional `critical` BOOLEAN sits between
-    if (!value) continue;
-    if (id === OID_SUBJECT_KEY_IDENTIFIER) {
+    if (!id || !value) continue;
+    if (id.equals(OID_SUBJECT_KEY_IDENTIFIER)) {
       subjectKeyId = Buffer.from(content(der, readTlv(der, value.start, value.end)));
-    } else if (id === OID_KEY_USAGE) {
+    } else if (id.equals(OID_KEY_USAGE)) {
       const bits = content(der, readTlv(der, value.start, value.end));
       keyCertSign = ((bits[1] ?? 0) & 0x04) !== 0; // bits[0] = unused-bit count; keyCertSign is bit 5
     }
   }
   return {
     subject: Buffer.from(raw(der, subject)),
-    notBefore: readTime(der, nb),
-    notAfter: readTime(der, na),
     subjectKeyId,
     keyCertSign,
     spki: Buffer.from(raw(der, spki)),
@@ -192,17 +197,25 @@ export interface SignatureAlgorithm {
   readonly identifier: Buffer;
 }
 
+/** The identifier is encoded on first use (it needs the encoder, which loading a CA does not). */
+function algorithm(name: string, hash: SignatureAlgorithm["hash"], dottedOid: string, params: Buffer[] = []): SignatureAlgorithm {
+  let identifier: Buffer | undefined;
+  return Object.freeze({
+    name,
+    hash,
+    get identifier(): Buffer {
+      return (identifier ??= seq(oid(dottedOid), ...params));
+    },
+  });
+}
+
 // ECDSA identifiers carry no parameters at all (RFC 5758 §3.2); RSA PKCS#1 v1.5 ones carry NULL (RFC 4055 §5).
 const ECDSA: Record<string, SignatureAlgorithm> = {
-  prime256v1: { name: "ecdsa-with-SHA256", hash: "sha256", identifier: seq(oid("1.2.840.10045.4.3.2")) },
-  secp384r1: { name: "ecdsa-with-SHA384", hash: "sha384", identifier: seq(oid("1.2.840.10045.4.3.3")) },
-  secp521r1: { name: "ecdsa-with-SHA512", hash: "sha512", identifier: seq(oid("1.2.840.10045.4.3.4")) },
+  prime256v1: algorithm("ecdsa-with-SHA256", "sha256", "1.2.840.10045.4.3.2"),
+  secp384r1: algorithm("ecdsa-with-SHA384", "sha384", "1.2.840.10045.4.3.3"),
+  secp521r1: algorithm("ecdsa-with-SHA512", "sha512", "1.2.840.10045.4.3.4"),
 };
-const RSA_SHA256: SignatureAlgorithm = {
-  name: "sha256WithRSAEncryption",
-  hash: "sha256",
-  identifier: seq(oid("1.2.840.113549.1.1.11"), tlv(TAG.NULL)),
-};
+const RSA_SHA256 = algorithm("sha256WithRSAEncryption", "sha256", "1.2.840.113549.1.1.11", [tlv(TAG.NULL)]);
 
 /** The algorithm a private key signs certificates with; throws `ca-unsupported-key` for anything else. */
 export function signatureAlgorithmFor(key: KeyObject): SignatureAlgorithm {
@@ -229,6 +242,7 @@ const OID_ORGANIZATION = "2.5.4.10";
 /** A Name of UTF8String attributes (RFC 5280 §4.1.2.6: UTF8String for new certificates), in the order given. */
 export function encodeName(attrs: { readonly commonName: string; readonly organization?: string }): Buffer {
   // forge reads valueTagClass as the value's universal *type*; @types/node-forge mistypes it as a Class.
+  const forge = forgeLib();
   const utf8 = forge.asn1.Type.UTF8 as unknown as Forge.asn1.Class;
   const fields: Forge.pki.CertificateField[] = [];
   if (attrs.organization !== undefined) {
@@ -239,8 +253,8 @@ export function encodeName(attrs: { readonly commonName: string; readonly organi
 }
 
 /** forge's extension encoder; it exists at runtime but @types/node-forge does not declare it. */
-const encodeExtensionList = (forge.pki as unknown as { certificateExtensionsToAsn1(exts: unknown[]): Forge.asn1.Asn1 })
-  .certificateExtensionsToAsn1;
+const encodeExtensionList = (exts: unknown[]): Forge.asn1.Asn1 =>
+  (forgeLib().pki as unknown as { certificateExtensionsToAsn1(exts: unknown[]): Forge.asn1.Asn1 }).certificateExtensionsToAsn1(exts);
 
 /** A forge extension description (`{ name, critical?, ...fields }`) as forge's `setExtensions` takes it. */
 export type ExtensionSpec = Record<string, unknown> & { readonly name: string };
@@ -248,7 +262,7 @@ export type ExtensionSpec = Record<string, unknown> & { readonly name: string };
 /** The `[3] EXPLICIT Extensions` element of a TBSCertificate. */
 export function encodeExtensions(exts: readonly ExtensionSpec[]): Buffer {
   // setExtensions fills in each extension's DER value from its fields; the certificate itself is a scratch holder.
-  const holder = forge.pki.createCertificate();
+  const holder = forgeLib().pki.createCertificate();
   holder.setExtensions(exts.map((e) => ({ ...e })));
   return asn1ToDer(encodeExtensionList(holder.extensions));
 }
