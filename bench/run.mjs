@@ -13,6 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
+import { buildBulkTool, startBulkServer } from "./lib/bulk-tool.mjs";
 import {
   installExitHandlers, onExitSync, forkHelper, waitReady, stopChild, procSnapshot, interference,
 } from "./lib/proc.mjs";
@@ -176,6 +177,20 @@ async function main() {
     upstreams.push(httpUp, tcpUp);
     const [h, t] = await Promise.all([waitReady(httpUp), waitReady(tcpUp)]);
     const env = { ...settings, quick, tmpDir, repoRoot, upstream: { httpPort: h.port, tcpPort: t.port } };
+    // CONNECT bulk throughput: the C client/server where a compiler is present (see bench/native/bulk.c).
+    if (workloads.some((w) => w.name === "connect")) {
+      const tool = buildBulkTool(tmpDir);
+      if (tool.bin) {
+        const srv = await startBulkServer(tool.bin);
+        upstreams.push(srv.child);
+        env.bulkTool = { bin: tool.bin, port: srv.port };
+        report.tools.bulk = `bench/native/bulk.c (${tool.compiler} -O2)`;
+        log(`bench: bulk source/sink (C) 127.0.0.1:${srv.port}`);
+      } else {
+        report.tools.bulk = `Node client (${tool.missing})`;
+        warnings.push(`connect: ${tool.missing}; the Node bulk client is used and sets the pace (README "Performance")`);
+      }
+    }
     log(`bench: upstream http 127.0.0.1:${h.port}, tcp 127.0.0.1:${t.port}; mode ${report.mode}, repeat ${repeat}, budget ${budgetSeconds}s`);
 
     // The brokering workloads share one HTTPS upstream whose certificate comes from a throwaway CA (openssl), and

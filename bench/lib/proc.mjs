@@ -45,7 +45,7 @@ export function installExitHandlers() {
   });
 }
 
-function track(child) {
+export function track(child) {
   children.add(child);
   child.once("exit", () => children.delete(child));
   return child;

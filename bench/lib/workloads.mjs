@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { forkHelper, waitReady, ipcCall, stopChild, memOf, cpuSecondsOf } from "./proc.mjs";
 import { commandExists } from "./peers.mjs";
+import { runBulk } from "./bulk-tool.mjs";
 import { BROKERING_WORKLOADS } from "./workloads-brokering.mjs";
 import { CONTROL_WORKLOADS } from "./workloads-control.mjs";
 
@@ -122,8 +123,11 @@ const connect = {
   name: "connect",
   title: "CONNECT tunnel bulk throughput (1 tunnel)",
   describe: (env) => `per direction ${env.bulk.warmupBytes / MiB} MiB warm-up, then ~${env.bulk.targetSeconds}s worth ` +
-    `(${env.bulk.minBytes / MiB}–${env.bulk.maxBytes / MiB} MiB) timed, 64 KiB writes, Node client → tunnel → TCP ` +
-    "sink/source (separate processes); up = client→upstream, timed to the sink's ack",
+    `(${env.bulk.minBytes / MiB}–${env.bulk.maxBytes / MiB} MiB) timed, one connection; ` +
+    (env.bulkTool
+      ? "C client (bench/native/bulk.c, 256 KiB read/write) → tunnel → C sink/source, separate processes"
+      : "Node client (64 KiB writes) → tunnel → Node TCP sink/source, separate processes (no C compiler found)") +
+    "; up = client→upstream, timed to the sink's ack",
   requires: () => null,
   metrics: [
     { key: "upMiBps", label: "upload (MiB/s)", better: "higher", digits: 0,
@@ -134,6 +138,18 @@ const connect = {
   ],
   async run(env, inst) {
     const { warmupBytes, minBytes, maxBytes, targetSeconds } = env.bulk;
+    if (env.bulkTool) {
+      const { result, cpuSeconds } = await proxyCpu(inst, () => runBulk(env.bulkTool.bin, {
+        target: { host: "127.0.0.1", port: env.bulkTool.port }, proxy: proxyOf(inst),
+        warmupBytes, minBytes, maxBytes, targetSeconds, timeoutMs: 300_000,
+      }));
+      const moved = 2 * warmupBytes + result.up.bytes + result.down.bytes;
+      return {
+        upMiBps: result.up.mibps, downMiBps: result.down.mibps,
+        cpuSecPerGiB: cpuSeconds == null ? null : cpuSeconds / (moved / (1024 * MiB)),
+        detail: result,
+      };
+    }
     return withClient(async (client) => {
       const { result, cpuSeconds } = await proxyCpu(inst, () => ipcCall(client, {
         cmd: "bulk", proxy: proxyOf(inst), target: { host: "127.0.0.1", port: env.upstream.tcpPort },
