@@ -27,6 +27,5 @@ USER node
 EXPOSE 3128 9090
 VOLUME ["/app/certs", "/app/policy"]
 HEALTHCHECK --interval=10s --timeout=3s CMD node -e "fetch('http://127.0.0.1:9090/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-# --max-semi-space-size=1: PROXY_NODE_FLAGS in src/proxy/v8-tuning.ts (V8 reads it only at start).
-ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/bin/sandbox-egress.js"]
+ENTRYPOINT ["node", "/app/bin/sandbox-egress.js"]
 CMD ["proxy", "--listen", "0.0.0.0:3128", "--admin", "127.0.0.1:9090", "--policy-file", "/app/policy/policy.json", "--ca-dir", "/app/certs"]

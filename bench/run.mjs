@@ -56,14 +56,14 @@ const quick = opt.quick;
 const budgetSeconds = quick ? 240 : 900;
 const settings = quick
   ? { http: { connections: 32, seconds: 3, warmup: 1 }, bulk: { warmupBytes: 16 * MiB, minBytes: 64 * MiB, maxBytes: 1024 * MiB, targetSeconds: 1 },
-      rate: { concurrency: 16, seconds: 3 }, rss: { tunnels: 1000, settle: 1 }, repeat: 1,
+      rate: { concurrency: 16, seconds: 3 }, rss: { tunnels: 1000, settle: 1, idleSettle: 15 }, repeat: 1,
       // Brokering / control workloads, quick: a look, not a decision (rss-hosts: 1,500 + 1,500 hosts, still above the
       // 1,000-leaf cache bound; lifecycle: 2 iterations).
       intercept: { warmup: 2, warmupRequests: 3_000, warmupMax: 6, seconds: 2, rounds: 8, perBlock: 30 }, mint: { names: 100 },
       rssHosts: { hosts: 1_500, concurrency: 16, settle: 1 }, decision: { rounds: 3, ms: 100 },
       lifecycle: { iterations: 2, blobBytes: 100 * MiB } }
   : { http: { connections: 32, seconds: 10, warmup: 2 }, bulk: { warmupBytes: 64 * MiB, minBytes: 512 * MiB, maxBytes: 4096 * MiB, targetSeconds: 3 },
-      rate: { concurrency: 16, seconds: 8 }, rss: { tunnels: 1000, settle: 2 }, repeat: 3,
+      rate: { concurrency: 16, seconds: 8 }, rss: { tunnels: 1000, settle: 2, idleSettle: 15 }, repeat: 3,
       // Full: rss-hosts walks 10,000 + 10,000 distinct hosts (10× the leaf cache bound each); at the proxy's current
       // ~65-120 new hosts/s here that alone is 3-5 minutes (README "Time"; --skip rss-hosts to leave it out).
       intercept: { warmup: 3, warmupRequests: 4_000, warmupMax: 8, seconds: 3, rounds: 16, perBlock: 40 }, mint: { names: 200 },

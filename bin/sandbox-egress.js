@@ -1,5 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
-// The flag is PROXY_NODE_FLAGS (src/proxy/v8-tuning.ts): V8 reads it only at start, so it rides on the shebang.
+#!/usr/bin/env node
 // Thin launcher: the CLI is compiled to dist/ by `npm ci` (the prepare script).
 import { main } from "../dist/cli.js";
 

@@ -7,7 +7,6 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync, readdirSync, statSync, chmodSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { pathToFileURL } from "node:url";
 import {
   spawnLogged, stopChild, freePort, waitForPort, waitForLine, tail, childPidsOf, commOf,
 } from "./proc.mjs";
@@ -43,6 +42,7 @@ function newestMtime(dir) {
 function instance(name, child, { host = "127.0.0.1", port, logs, rssPid, extra = {} }) {
   return {
     name, host, port, pid: child.pid, logs, child, ...extra,
+    startedAt: Date.now(), // ready: the rss workload times its samples from here
     rssPid: rssPid ?? (() => child.pid),
     stop: () => stopChild(child),
     failureContext: () => [logs.stdout, logs.stderr].filter(Boolean).map((f) => tail(f, 10)).filter(Boolean).join("\n"),
@@ -100,11 +100,14 @@ const sandboxEgress = {
     writeFileSync(policy, JSON.stringify(opts.policy ?? { mode: "allow-all" }));
     const adminPort = await freePort();
     const logs = { stdout: path.join(dir, "stdout.log"), stderr: path.join(dir, "stderr.log") };
-    // Started as the runtime and the Dockerfile start it (PROXY_NODE_FLAGS); BENCH_PROXY_NODE_ARGS adds node flags
-    // for the proxy only, to try V8 options against the same peers.
-    const { PROXY_NODE_FLAGS } = await import(pathToFileURL(path.join(ctx.repoRoot, "dist", "proxy", "v8-tuning.js")).href);
+    // One CA for every start, created before the first: every sandbox's proxy loads an existing CA (the runtime
+    // shares one directory), and creating one is a one-off that would count in the first proxy's memory.
+    const caDir = path.join(ctx.tmpDir, "sandbox-egress-ca");
+    if (!existsSync(path.join(caDir, "ca.pem"))) {
+      execFileSync(process.execPath, [path.join(ctx.repoRoot, "bin", "sandbox-egress.js"), "ca", "init", "--ca-dir", caDir], { stdio: "ignore" });
+    }
     const args = [
-      ...PROXY_NODE_FLAGS,
+      // BENCH_PROXY_NODE_ARGS: node flags for the proxy only, to try V8 options against the same peers.
       ...(process.env.BENCH_PROXY_NODE_ARGS ?? "").split(/\s+/).filter(Boolean),
       path.join(ctx.repoRoot, "bin", "sandbox-egress.js"), "proxy",
       "--listen", "127.0.0.1:0",
@@ -112,7 +115,7 @@ const sandboxEgress = {
       "--policy-file", policy,
       // The upstreams live on loopback, which the built-in deny would refuse.
       "--internal-allow", "127.0.0.0/8",
-      "--ca-dir", path.join(dir, "ca"),
+      "--ca-dir", caDir,
       "--sandbox-id", "bench",
       "--log-level", ctx.logLevel ?? "warn",
       ...(opts.args ?? []),
@@ -134,7 +137,7 @@ const sandboxEgress = {
     const port = Number(m[2]);
     await waitForPort(port, { host, child, what: "sandbox-egress" });
     // The interception CA (created on start): what a client must trust for intercepted hosts.
-    const caPath = path.join(dir, "ca", "ca.pem");
+    const caPath = path.join(caDir, "ca.pem");
     return instance("sandbox-egress", child, { host, port, logs, extra: { adminPort, caPath } });
   },
 };

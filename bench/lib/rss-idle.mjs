@@ -5,7 +5,6 @@
 //
 //   node bench/lib/rss-idle.mjs [--runs 5] [--settle 2] [--policy policies/default.json]... [--json]
 //                               [--node-arg FLAG]...   (extra node flags, to try V8 options)
-//                               [--bare]               (without PROXY_NODE_FLAGS, which the proxy is normally started with)
 //
 // Default policies: policies/default.json and policies/openai-brokering.json (its ${env:…} secrets get dummy
 // values). Also prints the thread count and the time to the listening line; --detail adds smaps_rollup fields.
@@ -13,7 +12,7 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, rmSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { fileURLToPath } from "node:url";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
@@ -28,14 +27,12 @@ const { values } = parseArgs({
     "node-arg": { type: "string", multiple: true },
     json: { type: "boolean", default: false },
     detail: { type: "boolean", default: false },
-    bare: { type: "boolean", default: false },
   },
 });
 const runs = Number(values.runs);
 const settleMs = Number(values.settle) * 1000;
 const policies = values.policy ?? ["policies/default.json", "policies/openai-brokering.json"];
-const { PROXY_NODE_FLAGS } = await import(pathToFileURL(path.join(repoRoot, "dist", "proxy", "v8-tuning.js")).href);
-const nodeArgs = [...(values.bare ? [] : PROXY_NODE_FLAGS), ...(values["node-arg"] ?? [])];
+const nodeArgs = values["node-arg"] ?? [];
 
 installExitHandlers();
 

@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { PROXY_NODE_FLAGS } from "../../src/proxy/v8-tuning.js";
 
 export const CLI = fileURLToPath(new URL("../../bin/sandbox-egress.js", import.meta.url));
 
@@ -46,7 +45,6 @@ export async function startProxy(opts: StartOptions = {}): Promise<RunningProxy>
   const policyFile = path.join(dir, "policy.json");
   writeFileSync(policyFile, JSON.stringify(opts.policy ?? { mode: "allow-all" }, null, 2));
   const args = [
-    ...PROXY_NODE_FLAGS, // as the runtime and the Dockerfile start it
     CLI,
     "proxy",
     "--listen",

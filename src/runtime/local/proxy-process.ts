@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync, promises as fs } from "node:fs";
-import { PROXY_NODE_FLAGS } from "../../proxy/v8-tuning.js";
 import { AdminClient } from "./admin-client.js";
 import { launcherArgv } from "./launcher.js";
 import type { SandboxPaths } from "./layout.js";
@@ -25,7 +24,6 @@ export class ProxyStartError extends Error {}
 
 export function proxyArgs(id: string, p: SandboxPaths, launch: ProxyLaunch): string[] {
   return [
-    ...PROXY_NODE_FLAGS,
     launch.cliPath,
     "proxy",
     "--listen",
