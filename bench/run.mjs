@@ -13,7 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
-import { buildBulkTool, startBulkServer } from "./lib/bulk-tool.mjs";
+import { buildBulkTool, corePlan, startBulkServer } from "./lib/bulk-tool.mjs";
 import {
   installExitHandlers, onExitSync, forkHelper, waitReady, stopChild, procSnapshot, interference,
 } from "./lib/proc.mjs";
@@ -52,8 +52,8 @@ Default peers: ${DEFAULT_PEERS.join(",")}; workloads with their own columns (int
 
 const quick = opt.quick;
 // Time budget for the whole run; anything that would start after it is skipped (and says so).
-// Quick ≈ 3 min, full ≈ 12-13 min on the 2-core box this was tuned on (README "Time"); the bounds are hard caps.
-const budgetSeconds = quick ? 240 : 900;
+// Quick ≈ 3-4 min, full ≈ 15-16 min on the 2-core box this was tuned on (bench/README.md "Time"); the bounds are hard caps.
+const budgetSeconds = quick ? 300 : 1200;
 const settings = quick
   ? { http: { connections: 32, seconds: 3, warmup: 1 }, bulk: { warmupBytes: 16 * MiB, minBytes: 64 * MiB, maxBytes: 1024 * MiB, targetSeconds: 1 },
       rate: { concurrency: 16, seconds: 3 }, rss: { tunnels: 1000, settle: 1, idleSettle: 15 }, repeat: 1,
@@ -181,10 +181,12 @@ async function main() {
     if (workloads.some((w) => w.name === "connect")) {
       const tool = buildBulkTool(tmpDir);
       if (tool.bin) {
-        const srv = await startBulkServer(tool.bin);
+        const cores = corePlan();
+        const srv = await startBulkServer(tool.bin, cores?.ends);
         upstreams.push(srv.child);
-        env.bulkTool = { bin: tool.bin, port: srv.port };
-        report.tools.bulk = `bench/native/bulk.c (${tool.compiler} -O2)`;
+        env.bulkTool = { bin: tool.bin, port: srv.port, cores };
+        report.tools.bulk = `bench/native/bulk.c (${tool.compiler} -O2)` +
+          (cores ? `; client and sink on CPU ${cores.ends}, the proxy under test alone on CPU ${cores.proxy} (taskset)` : "; unpinned");
         log(`bench: bulk source/sink (C) 127.0.0.1:${srv.port}`);
       } else {
         report.tools.bulk = `Node client (${tool.missing})`;

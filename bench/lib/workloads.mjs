@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { forkHelper, waitReady, ipcCall, stopChild, memOf, cpuSecondsOf } from "./proc.mjs";
 import { commandExists } from "./peers.mjs";
-import { runBulk } from "./bulk-tool.mjs";
+import { pinProcess, runBulk } from "./bulk-tool.mjs";
 import { BROKERING_WORKLOADS } from "./workloads-brokering.mjs";
 import { CONTROL_WORKLOADS } from "./workloads-control.mjs";
 
@@ -125,7 +125,8 @@ const connect = {
   describe: (env) => `per direction ${env.bulk.warmupBytes / MiB} MiB warm-up, then ~${env.bulk.targetSeconds}s worth ` +
     `(${env.bulk.minBytes / MiB}–${env.bulk.maxBytes / MiB} MiB) timed, one connection; ` +
     (env.bulkTool
-      ? "C client (bench/native/bulk.c, 256 KiB read/write) → tunnel → C sink/source, separate processes"
+      ? "C client (bench/native/bulk.c, 256 KiB read/write) → tunnel → C sink/source, separate processes" +
+        (env.bulkTool.cores ? `; client and sink pinned to CPU ${env.bulkTool.cores.ends}, the proxy alone on CPU ${env.bulkTool.cores.proxy}` : "")
       : "Node client (64 KiB writes) → tunnel → Node TCP sink/source, separate processes (no C compiler found)") +
     "; up = client→upstream, timed to the sink's ack",
   requires: () => null,
@@ -139,9 +140,11 @@ const connect = {
   async run(env, inst) {
     const { warmupBytes, minBytes, maxBytes, targetSeconds } = env.bulk;
     if (env.bulkTool) {
+      const cores = env.bulkTool.cores;
+      if (cores && inst) pinProcess(inst.rssPid(), cores.proxy);
       const { result, cpuSeconds } = await proxyCpu(inst, () => runBulk(env.bulkTool.bin, {
         target: { host: "127.0.0.1", port: env.bulkTool.port }, proxy: proxyOf(inst),
-        warmupBytes, minBytes, maxBytes, targetSeconds, timeoutMs: 300_000,
+        warmupBytes, minBytes, maxBytes, targetSeconds, timeoutMs: 300_000, cpus: cores?.ends,
       }));
       const moved = 2 * warmupBytes + result.up.bytes + result.down.bytes;
       return {
