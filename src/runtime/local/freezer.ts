@@ -1,6 +1,6 @@
 import { constants, existsSync, promises as fs } from "node:fs";
 import path from "node:path";
-import { isAlive, processesInPidNamespace, readStat, sleep, waitFor, type ProcIdentity } from "./procfs.js";
+import { isAlive, processesInPidNamespace, readStat, readStopPending, sleep, waitFor, type ProcIdentity } from "./procfs.js";
 
 export type FreezerKind = "cgroup-v2" | "cgroup-v1" | "sigstop";
 
@@ -240,6 +240,16 @@ export class CgroupV1Freezer extends CgroupFreezer {
 }
 
 /**
+ * Stopped, gone, or unable to run user code again before it stops: in uninterruptible sleep with a SIGSTOP
+ * pending (a vfork() parent whose child was stopped before execve waits in D until the child is continued).
+ */
+async function stoppedOrStopping(pid: number): Promise<boolean> {
+  const st = await readStat(pid);
+  if (!st || st.state === "T" || st.state === "t" || st.state === "Z" || st.state === "X") return true;
+  return st.state === "D" && (await readStopPending(pid));
+}
+
+/**
  * No writable cgroup: SIGSTOP every process in the sandbox's pid namespace (SIGCONT to thaw). The namespace is
  * the unit, not the process tree, so commands started by exec are stopped too.
  */
@@ -266,8 +276,7 @@ export class SignalFreezer implements Freezer {
     for (;;) {
       let pending = 0;
       for (const pid of await this.members(t)) {
-        const st = await readStat(pid);
-        if (!st || st.state === "T" || st.state === "t" || st.state === "Z" || st.state === "X") continue;
+        if (await stoppedOrStopping(pid)) continue;
         pending++;
         try {
           process.kill(pid, "SIGSTOP");
@@ -295,8 +304,7 @@ export class SignalFreezer implements Freezer {
     const members = await this.members(t);
     if (members.length === 0) return false;
     for (const pid of members) {
-      const st = await readStat(pid);
-      if (st && st.state !== "T" && st.state !== "Z") return false;
+      if (!(await stoppedOrStopping(pid))) return false;
     }
     return true;
   }

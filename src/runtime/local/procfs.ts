@@ -42,6 +42,29 @@ export function parseStat(text: string): ProcStat | null {
   return { state, ppid, pgrp, start };
 }
 
+/**
+ * Whether a SIGSTOP is pending on the process (thread or process-wide set, from /proc/PID/status SigPnd/ShdPnd,
+ * hex masks where signal N is bit N-1). A task in uninterruptible sleep with a stop pending cannot run any user
+ * code again before it stops: the case of a shell parent in vfork() whose child was stopped before its execve
+ * (dash uses vfork), which waits in state D until the child is continued.
+ */
+export function stopPending(statusText: string): boolean {
+  const SIGSTOP_BIT = 1n << 18n; // SIGSTOP = 19 on Linux
+  for (const field of ["SigPnd", "ShdPnd"]) {
+    const m = new RegExp(`^${field}:\\s*([0-9a-f]+)$`, "m").exec(statusText);
+    if (m && (BigInt(`0x${m[1]}`) & SIGSTOP_BIT) !== 0n) return true;
+  }
+  return false;
+}
+
+export async function readStopPending(pid: number): Promise<boolean> {
+  try {
+    return stopPending(await fs.readFile(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
 /** The identity of a live process now, for recording right after spawn. */
 export async function identify(pid: number): Promise<ProcIdentity | null> {
   const st = await readStat(pid);
