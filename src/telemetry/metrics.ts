@@ -78,6 +78,10 @@ export class ProxyMetrics {
       help: "In-TLS refusals answered by an aborted handshake because refusal certificates were minted at their rate limit",
       registers,
     });
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "egress_process_" });
+    // Event-loop delay is sampled once a second, not every 10 ms (prom-client's default): the sampling timer was
+    // the only thing waking an idle sidecar, ~100 times a second (1.4 % of a core per idle proxy, measured).
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: "egress_process_", eventLoopMonitoringPrecision: 1000 });
+    }
   }
 }
