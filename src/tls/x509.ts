@@ -130,7 +130,6 @@ function childrenOf(buf: Buffer, parent: Tlv): Tlv[] {
 const raw = (buf: Buffer, t: Tlv): Buffer => buf.subarray(t.offset, t.end);
 const content = (buf: Buffer, t: Tlv): Buffer => buf.subarray(t.start, t.end);
 
-
 // The two extension OIDs the CA reads, as their DER content octets (X.690 §8.19: 2.5 → 40×2+5 = 0x55, then 29, 14|15),
 // compared byte for byte so that parsing a CA needs no ASN.1 library.
 const OID_SUBJECT_KEY_IDENTIFIER = Buffer.from([0x55, 0x1d, 0x0e]); // 2.5.29.14

@@ -283,6 +283,31 @@ describe("CertificateAuthority certificate", () => {
     expect(err.code).toBe("ca-invalid");
   });
 
+  it("refuses a CA whose keyUsage does not allow certificate signing, and reads its validity as openssl prints it", async () => {
+    const key = join(dir.path, "ca-key.pem");
+    const cert = join(dir.path, "ca.pem");
+    const made = await run("openssl", [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+      "-days", "30", "-subj", "/CN=no keyCertSign", "-addext", "basicConstraints=critical,CA:TRUE",
+      "-addext", "keyUsage=critical,digitalSignature",
+    ]);
+    expect(made.code).toBe(0);
+    await chmod(key, 0o600);
+    expect((await rejection(CertificateAuthority.load(dir.path))).code).toBe("ca-invalid");
+
+    // The same CA with keyCertSign loads, with the validity openssl wrote (whole seconds, 30 days apart).
+    await run("openssl", [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+      "-days", "30", "-subj", "/CN=with keyCertSign", "-addext", "basicConstraints=critical,CA:TRUE",
+      "-addext", "keyUsage=critical,keyCertSign",
+    ]);
+    const ca = await CertificateAuthority.load(dir.path);
+    const x509 = new X509Certificate(await readFile(cert));
+    expect(ca.notBefore.toISOString()).toBe(new Date(x509.validFrom).toISOString());
+    expect(ca.notAfter.getTime() - ca.notBefore.getTime()).toBe(30 * 24 * 3600 * 1000);
+    expect(ca.notBefore.getUTCMilliseconds()).toBe(0);
+  });
+
   it("refuses an expired CA and says how to rotate", async () => {
     const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const spki = publicKey.export({ type: "spki", format: "der" });
