@@ -236,6 +236,67 @@ describe.each(["splice", "js"] as const)("CONNECT tunnels (%s relay)", (relay) =
     r.socket.destroy();
   }
 
+  it("never lets one tunnel's bytes reach another, also when tunnels are cut with bytes still in flight", async () => {
+    // Each upstream connection streams 32 MiB of its own letter (more than the socket buffers on both sides hold). Most clients cut their tunnel after the first
+    // 64 KiB and stop reading, so the relay still holds bytes for them when the tunnel is cut (the splice relay
+    // reuses pipes between tunnels, and only empty ones); every third reads to the end. Every tunnel must see its own letter and nothing else.
+    let next = 0;
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((s) => {
+      sockets.add(s);
+      s.on("close", () => sockets.delete(s));
+      s.on("error", () => s.destroy());
+      const chunk = Buffer.alloc(64 * 1024, 0x41 + (next++ % 26));
+      let left = 512;
+      const pump = (): void => {
+        while (left > 0) {
+          left--;
+          if (!s.write(chunk)) {
+            s.once("drain", pump);
+            return;
+          }
+        }
+        s.end();
+      };
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      for (let i = 0; i < 24; i++) {
+        const whole = i % 3 === 2;
+        const r = await connectRequest(proxy.proxy, `allowed.test:${port}`);
+        expect(r.status).toBe(200);
+        r.socket.write("x"); // the client's first byte ends the ClientHello peek: from here the relay carries it
+        const seen = new Set<number>(r.rest);
+        let bytes = r.rest.length;
+        await new Promise<void>((resolve) => {
+          r.socket.on("data", (d: Buffer) => {
+            for (const b of new Set(d)) seen.add(b);
+            bytes += d.length;
+            if (!whole && bytes >= 64 * 1024 && !r.socket.isPaused()) {
+              // Stop reading so that the socket buffers and the relay's pipe fill up, then cut the tunnel.
+              r.socket.pause();
+              setTimeout(() => {
+                r.socket.destroy();
+                resolve();
+              }, 100);
+            }
+          });
+          r.socket.on("end", () => resolve()); // the upstream finished (the client socket is half-open)
+          r.socket.on("close", () => resolve());
+          r.socket.on("error", () => resolve());
+        });
+        r.socket.destroy();
+        expect([...seen].map((b) => String.fromCharCode(b))).toEqual([String.fromCharCode(0x41 + (i % 26))]);
+        if (whole) expect(bytes).toBe(32 * 1024 * 1024);
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
   it("relays a server-speaks-first protocol: the greeting flows before the client's first byte, then both ways", async () => {
     const greeter = await startGreeter();
     try {
