@@ -1,15 +1,15 @@
-import { createRequire } from "node:module";
 import type { Pool as PoolType } from "undici";
 import { dialVetted } from "../net/dial.js";
 import type { ProxyLimits } from "./config.js";
 import { connectVettedTls, type UpstreamTls } from "./upstream-tls.js";
+import { requireCjs } from "../util/cjs.js";
 
 /**
  * Only undici's Pool, not its package index: the index also loads fetch, WebSocket, EventSource, the cache and
  * mock layers, about 9 MiB of idle RSS the proxy never uses (DESIGN.md "Performance targets": ≤ 60 MiB idle).
  * undici has no "exports" map, so the deep path is a supported CommonJS require; the type is the index's own.
  */
-const Pool = createRequire(import.meta.url)("undici/lib/dispatcher/pool.js") as typeof PoolType;
+const Pool = requireCjs("undici/lib/dispatcher/pool.js") as typeof PoolType;
 type Pool = PoolType;
 
 /**

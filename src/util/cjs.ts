@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 
 /**
- * `require` for the CommonJS packages the proxy loads (tldts, pino, prom-client, node-forge, ipaddr.js).
+ * `require` for the CommonJS packages the proxy loads (tldts, pino, prom-client, node-forge, ipaddr.js, undici).
  *
  * Why not `import`: an ESM import of a CommonJS file makes Node run cjs-module-lexer over its source to find the
  * named exports. On tldts's 200 KB bundle that is enough work for V8 to optimise the lexer with TurboFan on a
